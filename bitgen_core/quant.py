@@ -1,0 +1,151 @@
+"""BitLinear (BitNet b1.58): ternary weights, int8 activations, straight-through estimator.
+
+Training keeps full-precision latent weights; every forward pass quantises them
+(absmean -> {-1, 0, 1} * gamma) and the RMS-normalised input (per-token int8 absmax), and the
+straight-through estimator `x + (quant(x) - x).detach()` lets the gradient flow to the latent
+tensors as if the quantisers were the identity. Numbers match `ternary.py` exactly (same
+eps, same expression order, round-half-to-even).
+
+Two forward formulations, same numbers:
+- default (training and float export): "fake-quant" — the dequantised tensors x_q*s and
+  q*gamma go through a float `F.linear`. Exports to ONNX with either exporter
+  (`torch.onnx.export(..., opset_version=17, dynamo=False)` or opset 18 with dynamo) as
+  Abs/ReduceMax/Round/Clip/MatMul. Integer-valued float32 matmuls are exact while
+  128 * in_features < 2**24, so even this graph reproduces the integer math.
+- export mode (`set_export_mode(model, True)`): each BitLinear freezes its ternary codes into
+  an int8 buffer (transposed, (in, out)) and computes `MatMulInteger(int8 x, int8 W) -> int32`,
+  then rescales by scale_x * gamma. The ONNX graph then stores weights as int8 (4x smaller
+  than float) and runs onnxruntime's integer kernel, which is how the runtime does BitNet
+  math (onnxruntime has no ternary kernel). This needs the TorchScript exporter
+  (`dynamo=False`, opset 17 or 18): `MatMulInteger` is emitted by a symbolic function.
+  Call `set_export_mode(model, False)` to return to training; re-enter export mode after any
+  weight update (the buffers are a snapshot).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ACT_QMAX = 127.0
+ACT_QMIN = -128.0
+QUANT_EPS = 1e-5
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def activation_quant_int(x: torch.Tensor, eps: float = QUANT_EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token absmax: integer-valued float codes in [-128, 127] and scale = max|x|/127."""
+    scale = x.abs().amax(dim=-1, keepdim=True).clamp(min=eps) / ACT_QMAX
+    # x / scale (two correctly rounded divisions) exports as Div/Div, so numpy, torch and
+    # onnxruntime produce the same float before Round and never disagree on a code.
+    return (x / scale).round().clamp(ACT_QMIN, ACT_QMAX), scale
+
+
+def weight_quant_int(w: torch.Tensor, eps: float = QUANT_EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Absmean ternary: float codes in {-1, 0, 1} and gamma = mean|W| (clamped at eps)."""
+    gamma = w.abs().mean().clamp(min=eps)
+    return (w / gamma).round().clamp(-1.0, 1.0), gamma
+
+
+def activation_quant(x: torch.Tensor) -> torch.Tensor:
+    """Dequantised int8 activations with the straight-through estimator."""
+    codes, scale = activation_quant_int(x)
+    return x + (codes * scale - x).detach()
+
+
+def weight_quant(w: torch.Tensor) -> torch.Tensor:
+    """Dequantised ternary weights with the straight-through estimator."""
+    codes, gamma = weight_quant_int(w)
+    return w + (codes * gamma - w).detach()
+
+
+class _MatMulInteger(torch.autograd.Function):
+    """int8 x int8 -> int32 matmul that exports as ONNX `MatMulInteger` (inference only)."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(a.to(torch.int32), b.to(torch.int32))
+
+    @staticmethod
+    def symbolic(g, a, b):
+        return g.op("MatMulInteger", a, b)
+
+
+class BitLinear(nn.Module):
+    """Drop-in `nn.Linear` with BitNet b1.58 quantisation (and its own RMSNorm by default)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False, norm: bool = True):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        # BitNet b1.58 normalises the input inside the layer so that the absmax grid sees a
+        # well-scaled activation regardless of the residual stream's magnitude.
+        self.norm = RMSNorm(in_features) if norm else None
+        self.export_mode = False
+        self.register_buffer("_w_int8_t", torch.zeros(0, dtype=torch.int8), persistent=False)
+        self.register_buffer("_gamma", torch.ones(()), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # same as nn.Linear
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.norm is not None:
+            x = self.norm(x)
+        if self.export_mode:
+            return self._forward_integer(x)
+        return F.linear(activation_quant(x), weight_quant(self.weight), self.bias)
+
+    def _forward_integer(self, x: torch.Tensor) -> torch.Tensor:
+        codes, scale = activation_quant_int(x)
+        acc = _MatMulInteger.apply(codes.to(torch.int8), self._w_int8_t)
+        y = acc.to(x.dtype) * (scale * self._gamma)
+        return y if self.bias is None else y + self.bias
+
+    @torch.no_grad()
+    def ternary_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Deployable form: (int8 codes (out, in) in {-1,0,1}, float32 scalar gamma)."""
+        codes, gamma = weight_quant_int(self.weight.detach().float())
+        return codes.to(torch.int8), gamma.to(torch.float32)
+
+    @torch.no_grad()
+    def set_export_mode(self, enabled: bool = True) -> None:
+        self.export_mode = enabled
+        if enabled:
+            q, gamma = self.ternary_weight()
+            self._w_int8_t = q.t().contiguous()
+            self._gamma = gamma
+        else:
+            self._w_int8_t = torch.zeros(0, dtype=torch.int8, device=self.weight.device)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, norm={self.norm is not None}")
+
+
+def set_export_mode(module: nn.Module, enabled: bool = True) -> nn.Module:
+    """Switch every BitLinear under `module` to (or from) the int8 MatMulInteger formulation."""
+    for m in module.modules():
+        if isinstance(m, BitLinear):
+            m.set_export_mode(enabled)
+    return module
+
+
+def bitlinear_layers(module: nn.Module) -> list[tuple[str, BitLinear]]:
+    """(qualified name, layer) for every BitLinear: what the exporter packs into weights/*.t2."""
+    return [(n, m) for n, m in module.named_modules() if isinstance(m, BitLinear)]
