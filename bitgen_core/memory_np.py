@@ -1,0 +1,228 @@
+"""Larimar generative parametric memory, single-fact deployment form, in numpy. Torch-free.
+
+The math (shared with the torch twin `memory.EpisodicMemory`, tested to agree):
+
+- Memory M is K slots x C dims. A fixed key memory A (K x C, orthonormal rows when K <= C)
+  does the addressing: a fact encoding z (C,) gets weights w = argmin ||z - wA||^2 + beta||w||^2
+  = z A^T (A A^T + beta I)^-1 — least squares, one shot, no gradients.
+- Prior: M ~ MatrixNormal(M0, (lam I)^-1, I). C is the posterior *precision* over slots, so
+  C_0 = lam I is invertible from the first write (lam = prior precision, i.e. the prior
+  variance is lam^-1). Writing the facts Z (N x C) with addresses W (N x K) gives the
+  regularised least-squares posterior mean
+      M = argmin ||Z - W M||^2 + lam ||M - M0||^2 = (lam I + W^T W)^-1 (lam M0 + W^T Z).
+- Sequential form (Larimar eq. for episodic updates), alpha = +1 writes, alpha = -1 forgets:
+      C_i = C_{i-1} + alpha W_i^T W_i
+      M_i = M_{i-1} + alpha C_i^-1 W_i^T (Z_i - W_i M_{i-1})
+  It keeps C_i M_i = lam M0 + sum alpha W^T Z invariant, so forgetting a fact leaves exactly
+  the least-squares fit of the remaining facts (forget == never written). Linear solves are
+  used instead of explicit inverses, in float64.
+- Read: z_r = w M. Because M = C^-1 (lam M0 + sum_i w_i^T z_i), the read decomposes exactly
+  as z_r = lam w C^-1 M0 + sum_i a_i z_i with a_i = w C^-1 w_i^T: `read_with_facts` reports
+  each stored fact's weight a_i in the read and its addressing similarity cos(w, w_i), which
+  is what the runtime shows as "memory facts used".
+
+Capacity: up to min(K, C) facts with linearly independent addresses are recalled almost
+exactly (shrinkage lam / (lam + sigma_min(W)^2)); beyond that the memory superposes.
+Writing an id that already exists replaces that fact (forget, then write).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+
+def make_keys(slots: int, dim: int, seed: int = 0) -> np.ndarray:
+    """Fixed key memory: orthonormal rows if slots <= dim (well-conditioned addressing)."""
+    g = np.random.default_rng(seed).standard_normal((max(slots, dim), min(slots, dim)))
+    q, r = np.linalg.qr(g)
+    q = q * np.sign(np.diag(r))  # unique QR, so the keys depend on the seed only
+    keys = q.T if slots <= dim else q * np.sqrt(slots / dim)
+    return np.ascontiguousarray(keys[:slots, :dim] if slots <= dim else keys, dtype=np.float64)
+
+
+def addressing_matrix(keys: np.ndarray, ridge: float) -> np.ndarray:
+    """P (C x K) with w = z P: the ridge least-squares solution of z ~ w A."""
+    keys = np.asarray(keys, dtype=np.float64)
+    gram = keys @ keys.T + ridge * np.eye(keys.shape[0])
+    return np.linalg.solve(gram, keys).T
+
+
+def least_squares_memory(keys, prior_mean, prior_precision, address_ridge, z) -> np.ndarray:
+    """Closed-form regularised least-squares memory of the facts z (N x C), as a reference."""
+    z = np.atleast_2d(np.asarray(z, dtype=np.float64))
+    w = z @ addressing_matrix(keys, address_ridge)
+    k = keys.shape[0]
+    return np.linalg.solve(prior_precision * np.eye(k) + w.T @ w,
+                           prior_precision * np.asarray(prior_mean, np.float64) + w.T @ z)
+
+
+@dataclass(frozen=True)
+class FactContribution:
+    fact_id: str
+    similarity: float  # cosine between the query's and the fact's addressing weights
+    weight: float      # a_i: coefficient of the fact's encoding in the read-out
+
+
+class EpisodicMemoryNP:
+    """Deployment memory: write / forget / read single facts, save / load as .npz."""
+
+    def __init__(self, keys: np.ndarray, prior_mean: np.ndarray | None = None,
+                 prior_precision: float = 1e-3, address_ridge: float = 1e-6):
+        self.keys = np.asarray(keys, dtype=np.float64)
+        k, c = self.keys.shape
+        self.prior_mean = (np.zeros((k, c)) if prior_mean is None
+                           else np.asarray(prior_mean, dtype=np.float64).reshape(k, c))
+        if prior_precision <= 0:
+            raise ValueError("prior_precision must be > 0 so that C_0 = lam*I is invertible")
+        self.prior_precision = float(prior_precision)
+        self.address_ridge = float(address_ridge)
+        self._p = addressing_matrix(self.keys, self.address_ridge)
+        self.reset()
+
+    @classmethod
+    def create(cls, slots: int, dim: int, seed: int = 0, **kw) -> "EpisodicMemoryNP":
+        return cls(make_keys(slots, dim, seed), **kw)
+
+    # -- state ---------------------------------------------------------------------------
+    def reset(self) -> None:
+        k = self.slots
+        self.memory = self.prior_mean.copy()
+        self.precision = self.prior_precision * np.eye(k)
+        self._facts: dict[str, np.ndarray] = {}  # id -> z (C,), insertion-ordered
+
+    @property
+    def slots(self) -> int:
+        return self.keys.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.keys.shape[1]
+
+    @property
+    def fact_ids(self) -> list[str]:
+        return list(self._facts)
+
+    def __len__(self) -> int:
+        return len(self._facts)
+
+    def __contains__(self, fact_id: str) -> bool:
+        return fact_id in self._facts
+
+    def fact_encoding(self, fact_id: str) -> np.ndarray:
+        return self._facts[fact_id].copy()
+
+    # -- math ----------------------------------------------------------------------------
+    def address(self, z: np.ndarray) -> np.ndarray:
+        return np.asarray(z, dtype=np.float64) @ self._p
+
+    def _update(self, z: np.ndarray, alpha: float) -> None:
+        w = self.address(z)[None, :]          # (1, K)
+        self.precision = self.precision + alpha * (w.T @ w)
+        residual = z[None, :] - w @ self.memory
+        self.memory = self.memory + alpha * np.linalg.solve(self.precision, w.T @ residual)
+
+    def write(self, z: np.ndarray, fact_id: str | None = None) -> str:
+        z = self._check(z)
+        fact_id = str(fact_id) if fact_id is not None else self._fresh_id()
+        if fact_id in self._facts:
+            self.forget(fact_id)
+        self._update(z, +1.0)
+        self._facts[fact_id] = z
+        return fact_id
+
+    def forget(self, fact_id: str) -> None:
+        if fact_id not in self._facts:
+            raise KeyError(f"no fact {fact_id!r} in memory")
+        self._update(self._facts.pop(fact_id), -1.0)
+        if not self._facts:  # nothing left: snap back to the prior, dropping rounding residue
+            self.reset()
+
+    def read(self, z: np.ndarray) -> np.ndarray:
+        """z_r = w M for one query (C,) or a batch (Q, C)."""
+        return self.address(z) @ self.memory
+
+    def read_with_facts(self, z: np.ndarray, top_k: int | None = None,
+                        min_similarity: float = -1.0) -> tuple[np.ndarray, list[FactContribution]]:
+        """Read one query and report the stored facts that contributed, most similar first."""
+        z = self._check(z)
+        w = self.address(z)
+        out = w @ self.memory
+        if not self._facts:
+            return out, []
+        ids = self.fact_ids
+        wf = self.address(np.stack([self._facts[i] for i in ids]))   # (N, K)
+        weights = wf @ np.linalg.solve(self.precision, w)             # a_i = w C^-1 w_i^T
+        sims = (wf @ w) / np.maximum(np.linalg.norm(wf, axis=1) * np.linalg.norm(w), 1e-12)
+        facts = [FactContribution(i, float(s), float(a)) for i, s, a in zip(ids, sims, weights)
+                 if s >= min_similarity]
+        facts.sort(key=lambda f: -f.similarity)
+        return out, facts[:top_k] if top_k is not None else facts
+
+    # -- persistence ---------------------------------------------------------------------
+    def state(self) -> dict[str, np.ndarray]:
+        ids = self.fact_ids
+        return {
+            "format_version": np.array(FORMAT_VERSION),
+            "keys": self.keys, "prior_mean": self.prior_mean,
+            "prior_precision": np.array(self.prior_precision),
+            "address_ridge": np.array(self.address_ridge),
+            "memory": self.memory, "precision": self.precision,
+            "fact_ids": np.array(ids, dtype=np.str_),
+            "fact_z": (np.stack([self._facts[i] for i in ids]) if ids
+                       else np.zeros((0, self.dim))),
+        }
+
+    def save(self, path) -> None:
+        with open(path, "wb") as f:
+            np.savez(f, **self.state())
+
+    @classmethod
+    def from_state(cls, state) -> "EpisodicMemoryNP":
+        version = int(state["format_version"])
+        if version != FORMAT_VERSION:
+            raise ValueError(f"memory file format {version} unsupported (expected {FORMAT_VERSION})")
+        mem = cls(state["keys"], state["prior_mean"], float(state["prior_precision"]),
+                  float(state["address_ridge"]))
+        ids, fz = [str(i) for i in state["fact_ids"]], np.asarray(state["fact_z"], np.float64)
+        if len(ids) != len(fz) or len(set(ids)) != len(ids):
+            raise ValueError("memory file corrupt: fact ids and encodings do not match")
+        mem._facts = {i: z for i, z in zip(ids, fz)}
+        mem.memory = np.asarray(state["memory"], np.float64)
+        mem.precision = np.asarray(state["precision"], np.float64)
+        mem._verify()
+        return mem
+
+    @classmethod
+    def load(cls, path) -> "EpisodicMemoryNP":
+        with np.load(path, allow_pickle=False) as data:
+            return cls.from_state({k: data[k] for k in data.files})
+
+    def _verify(self, tol: float = 1e-6) -> None:
+        """Saved M and C must be the posterior of the saved facts (catches stale/corrupt files)."""
+        fz = np.stack(list(self._facts.values())) if self._facts else np.zeros((0, self.dim))
+        w = self.address(fz)
+        expect_c = self.prior_precision * np.eye(self.slots) + w.T @ w
+        expect_m = (least_squares_memory(self.keys, self.prior_mean, self.prior_precision,
+                                         self.address_ridge, fz) if len(fz) else self.prior_mean)
+        if (self.memory.shape != expect_m.shape
+                or not np.allclose(self.precision, expect_c, atol=tol, rtol=tol)
+                or not np.allclose(self.memory, expect_m, atol=tol, rtol=tol)):
+            raise ValueError("memory file corrupt: stored memory is not the posterior of its facts")
+
+    # -- helpers -------------------------------------------------------------------------
+    def _check(self, z) -> np.ndarray:
+        z = np.asarray(z, dtype=np.float64)
+        if z.shape != (self.dim,) or not np.all(np.isfinite(z)):
+            raise ValueError(f"fact encoding must be a finite vector of shape ({self.dim},), "
+                             f"got {z.shape}")
+        return z
+
+    def _fresh_id(self) -> str:
+        n = len(self._facts)
+        while f"fact{n}" in self._facts:
+            n += 1
+        return f"fact{n}"

@@ -1,0 +1,244 @@
+"""Larimar episodic memory: recall, exact forget, least-squares posterior, twins, KL, save/load."""
+
+import numpy as np
+import pytest
+import torch
+
+from bitgen_core.memory import EpisodicMemory
+from bitgen_core.memory_np import EpisodicMemoryNP, least_squares_memory
+
+torch.set_num_threads(1)
+K, C, N = 32, 64, 24
+
+
+def cos(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def facts(n=N, seed=0, dim=C):
+    return np.random.default_rng(seed).standard_normal((n, dim))
+
+
+def ls_fit(mem, z):
+    return least_squares_memory(mem.keys, mem.prior_mean, mem.prior_precision, mem.address_ridge, z)
+
+
+@pytest.fixture(params=["numpy", "torch"])
+def memory(request):
+    if request.param == "numpy":
+        return EpisodicMemoryNP.create(K, C, seed=1)
+    return EpisodicMemory(K, C, seed=1)
+
+
+def _read(mem, z):
+    return mem.read(z) if isinstance(mem, EpisodicMemoryNP) else mem.read_fact(z).numpy()
+
+
+def test_write_then_read_back_each_fact(memory):
+    z = facts()
+    for i, zi in enumerate(z):
+        memory.write(zi, f"f{i}")
+    for i, zi in enumerate(z):
+        assert cos(_read(memory, zi), zi) >= 0.99, i
+
+
+def test_forget_collapses_that_fact_only(memory):
+    z = facts()
+    for i, zi in enumerate(z):
+        memory.write(zi, f"f{i}")
+    memory.forget("f5")
+    assert cos(_read(memory, z[5]), z[5]) < 0.3
+    for i, zi in enumerate(z):
+        if i != 5:
+            assert cos(_read(memory, zi), zi) >= 0.99, i
+    assert "f5" not in memory.fact_ids and len(memory) == N - 1
+    with pytest.raises(KeyError):
+        memory.forget("f5")
+
+
+def test_write_then_forget_equals_least_squares_of_remaining():
+    mem = EpisodicMemoryNP.create(K, C, seed=2)
+    z = facts(seed=3)
+    for i, zi in enumerate(z):
+        mem.write(zi, f"f{i}")
+    for j in (0, 7, 23):
+        mem.forget(f"f{j}")
+    keep = [i for i in range(N) if i not in (0, 7, 23)]
+    np.testing.assert_allclose(mem.memory, ls_fit(mem, z[keep]), atol=1e-5, rtol=0)
+    fresh = EpisodicMemoryNP.create(K, C, seed=2)
+    for i in keep:
+        fresh.write(z[i], f"f{i}")
+    np.testing.assert_allclose(mem.memory, fresh.memory, atol=1e-8)
+    np.testing.assert_allclose(mem.precision, fresh.precision, atol=1e-8)
+    # and it is not trivially the prior: the fit of all facts is far from it
+    assert np.abs(ls_fit(mem, z) - mem.memory).max() > 0.1
+
+
+def test_nonzero_prior_mean_is_the_regulariser_target():
+    rng = np.random.default_rng(4)
+    m0 = rng.standard_normal((K, C))
+    mem = EpisodicMemoryNP(EpisodicMemoryNP.create(K, C).keys, prior_mean=m0, prior_precision=0.5)
+    z = facts(5, seed=5)
+    for zi in z:
+        mem.write(zi)
+    w = mem.address(z)
+    direct = np.linalg.solve(0.5 * np.eye(K) + w.T @ w, 0.5 * m0 + w.T @ z)
+    np.testing.assert_allclose(mem.memory, direct, atol=1e-10)
+    for fid in mem.fact_ids:
+        mem.forget(fid)
+    np.testing.assert_allclose(mem.memory, m0, atol=1e-12)
+
+
+def test_rewrite_same_id_replaces_the_fact():
+    mem = EpisodicMemoryNP.create(K, C)
+    z = facts(3, seed=6)
+    mem.write(z[0], "drone")
+    mem.write(z[1], "zone")
+    mem.write(z[2], "drone")
+    np.testing.assert_allclose(mem.memory, ls_fit(mem, z[[1, 2]]), atol=1e-10)
+
+
+def test_read_with_facts_decomposes_the_read_exactly(memory):
+    z = facts(6, seed=7)
+    for i, zi in enumerate(z):
+        memory.write(zi, f"f{i}")
+    query = z[2] + 0.1 * np.random.default_rng(8).standard_normal(C)
+    out, used = memory.read_with_facts(query)
+    out = np.asarray(out)
+    assert used[0].fact_id == "f2" and used[0].similarity > 0.9
+    assert all(used[i].similarity >= used[i + 1].similarity for i in range(len(used) - 1))
+    mem_np = memory if isinstance(memory, EpisodicMemoryNP) else memory.to_numpy()
+    w = mem_np.address(query)
+    prior_part = mem_np.prior_precision * w @ np.linalg.solve(mem_np.precision, mem_np.prior_mean)
+    recon = prior_part + sum(f.weight * z[int(f.fact_id[1:])] for f in used)
+    np.testing.assert_allclose(recon, out, atol=1e-8)
+    assert len(memory.read_with_facts(query, top_k=2)[1]) == 2
+    assert {f.fact_id for f in memory.read_with_facts(query, min_similarity=0.9)[1]} == {"f2"}
+
+
+def test_torch_and_numpy_deployment_agree():
+    tm = EpisodicMemory(K, C, seed=9)
+    nm = EpisodicMemoryNP(tm.keys.double().numpy(), prior_precision=tm.prior_precision,
+                          address_ridge=tm.address_ridge)
+    z = facts(seed=10)
+    for i, zi in enumerate(z):
+        tm.write(zi, f"f{i}")
+        nm.write(zi, f"f{i}")
+    for fid in ("f3", "f11"):
+        tm.forget(fid)
+        nm.forget(fid)
+    np.testing.assert_allclose(tm.state_memory.numpy(), nm.memory, atol=1e-5)
+    np.testing.assert_allclose(tm.state_precision.numpy(), nm.precision, atol=1e-5)
+    q = facts(4, seed=11)
+    np.testing.assert_allclose(tm.read_fact(q).numpy(), nm.read(q), atol=1e-5)
+
+
+def test_batched_episodes_match_numpy_least_squares_and_masking():
+    tm = EpisodicMemory(K, C, seed=12).double()
+    rng = np.random.default_rng(13)
+    with torch.no_grad():
+        tm.prior_mean.normal_()
+    z = torch.from_numpy(rng.standard_normal((3, N, C)))
+    mask = torch.ones(3, N)
+    mask[1, 10:] = 0  # episode 1 has only 10 facts, the rest is padding
+    memory, prec, w = tm.write_episode(z, mask)
+    for b in range(3):
+        n = 10 if b == 1 else N
+        ref = least_squares_memory(tm.keys.numpy(), tm.prior_mean.detach().numpy(),
+                                   tm.prior_precision, tm.address_ridge, z[b, :n].numpy())
+        np.testing.assert_allclose(memory[b].detach().numpy(), ref, atol=1e-5)
+    z_read, _ = tm.read(memory, z)
+    for b, n in ((0, N), (1, 10)):
+        for i in range(n):
+            assert cos(z_read[b, i].detach().numpy(), z[b, i].numpy()) >= 0.99
+    # the batched closed form equals the sequential single-fact path
+    tm.reset()
+    for zi in z[0]:
+        tm.write(zi)
+    np.testing.assert_allclose(tm.state_memory.numpy(), memory[0].detach().numpy(), atol=1e-6)
+
+
+def test_training_path_is_differentiable_and_samples():
+    tm = EpisodicMemory(K, C, address_std=0.05, seed=14)
+    z = torch.randn(2, 8, C, requires_grad=True)
+    tm.train()
+    z_read, kl = tm(z, z)
+    loss = (z_read - z).pow(2).mean() + 1e-3 * kl
+    loss.backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    assert tm.prior_mean.grad is not None and torch.isfinite(tm.prior_mean.grad).all()
+    a = tm.read(tm.write_episode(z)[0], z, sample=True)[0]
+    b = tm.read(tm.write_episode(z)[0], z, sample=True)[0]
+    assert not torch.allclose(a, b)  # reparameterised sampling of the addresses
+    tm.eval()
+    torch.testing.assert_close(tm(z, z)[0], tm(z, z)[0])
+
+
+def test_addressing_kl_matches_gaussian_kl():
+    tm = EpisodicMemory(K, C, address_std=0.3)
+    w = torch.randn(4, 5, K)
+    q = torch.distributions.Normal(w, 0.3)
+    p = torch.distributions.Normal(torch.zeros_like(w), 1.0)
+    expect = torch.distributions.kl_divergence(q, p).sum(-1).mean()
+    torch.testing.assert_close(tm.addressing_kl(w), expect, rtol=1e-5, atol=1e-5)
+
+
+def test_memory_kl_matches_column_wise_multivariate_normal_kl():
+    tm = EpisodicMemory(8, 5, prior_precision=0.7).double()
+    with torch.no_grad():
+        tm.prior_mean.normal_()
+    memory, prec, _ = tm.write_episode(torch.randn(2, 4, 5, dtype=torch.float64))
+    expect = 0.0
+    for b in range(2):
+        for c in range(5):
+            q = torch.distributions.MultivariateNormal(memory[b, :, c], precision_matrix=prec[b])
+            p = torch.distributions.MultivariateNormal(tm.prior_mean[:, c],
+                                                       covariance_matrix=torch.eye(8, dtype=torch.float64) / 0.7)
+            expect = expect + torch.distributions.kl_divergence(q, p)
+    torch.testing.assert_close(tm.memory_kl(memory, prec), expect / 2)
+    m0_prec = 0.7 * torch.eye(8, dtype=torch.float64).expand(1, 8, 8)
+    assert float(tm.memory_kl(tm.prior_mean.detach().unsqueeze(0), m0_prec)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_save_load_roundtrip_and_interchange(tmp_path):
+    nm = EpisodicMemoryNP.create(K, C, seed=15)
+    z = facts(5, seed=16)
+    for i, zi in enumerate(z):
+        nm.write(zi, f"fact {i}")
+    nm.forget("fact 1")
+    nm.save(tmp_path / "m.npz")
+    back = EpisodicMemoryNP.load(tmp_path / "m.npz")
+    assert back.fact_ids == nm.fact_ids
+    np.testing.assert_array_equal(back.memory, nm.memory)
+    np.testing.assert_array_equal(back.read(z), nm.read(z))
+    back.forget("fact 0")  # loaded memories keep working exactly
+    np.testing.assert_allclose(back.memory, ls_fit(back, z[[2, 3, 4]]), atol=1e-8)
+
+    tm = EpisodicMemory(K, C, seed=99)
+    tm.load(tmp_path / "m.npz")
+    np.testing.assert_allclose(tm.read_fact(z).numpy(), nm.read(z), atol=1e-10)
+    tm.write(z[1], "fact 1")
+    tm.save(tmp_path / "t.npz")
+    assert EpisodicMemoryNP.load(tmp_path / "t.npz").fact_ids == ["fact 0", "fact 2", "fact 3",
+                                                                  "fact 4", "fact 1"]
+
+
+def test_load_rejects_inconsistent_file(tmp_path):
+    nm = EpisodicMemoryNP.create(K, C)
+    nm.write(facts(1)[0], "a")
+    state = nm.state()
+    state["memory"] = state["memory"] + 0.01
+    np.savez(tmp_path / "bad.npz", **state)
+    with pytest.raises(ValueError, match="corrupt"):
+        EpisodicMemoryNP.load(tmp_path / "bad.npz")
+
+
+def test_rejects_bad_encodings():
+    nm = EpisodicMemoryNP.create(K, C)
+    with pytest.raises(ValueError):
+        nm.write(np.ones(C + 1))
+    with pytest.raises(ValueError):
+        nm.write(np.full(C, np.nan))
+    with pytest.raises(ValueError):
+        EpisodicMemoryNP.create(K, C, prior_precision=0.0)
