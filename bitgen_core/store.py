@@ -90,7 +90,8 @@ class Fact:
 
 # --- atomic file writes, reusable for checkpoints and configs --------------------------------
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: str | os.PathLike) -> None:
+    """Make a rename/creation in `directory` durable (a file's fsync does not cover it)."""
     fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)
@@ -123,7 +124,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int = 0o64
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -311,7 +312,7 @@ class MemoryStore:
         except OSError as e:
             raise StoreCorruptError(f"{err} (moving it aside to {target} failed: {e.strerror})",
                                     path=str(self.path)) from None
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         self.generation = 0
         self.last_recovery = (f"{err}; moved it aside to {target.name} and started with an "
                               "empty memory" if target else f"{err}; it disappeared, "
