@@ -1,0 +1,438 @@
+"""The robot_selector lifecycle node: camera + task in, RobotSelection out, memory services.
+
+Thin by design: messages become a `str` and an RGB array, the torch-free `BitGenRuntime`
+answers, and the answer becomes a `RobotSelection`. What the node adds is what a robot needs
+around a model (and what users of detector nodes like yolo_ros asked for):
+
+- configure *fails* (FAILURE, clear log) when the model, token or limits cannot load;
+- only the newest camera frame is kept, unconverted until a task needs it, and a frame older
+  than `max_frame_age` is not used; camera QoS is a parameter and logged;
+- tasks go through a bounded queue (oldest dropped with a warning) to one inference group,
+  while services, parameters and the camera run in other groups on a multi-threaded
+  executor, so `memory_list` or a parameter change answers while a selection runs;
+- every memory change is authorised (edit token from the environment), limited, audited.
+
+Topics (relative, so a namespace applies): in `camera/image_raw` (or `.../compressed`),
+`bitgen/task` (TaskCommand), `bitgen/task_text` (std_msgs/String); out `bitgen/selection`,
+`bitgen/trace` (std_msgs/String per trace piece), `/diagnostics`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+
+from bitgen_core.audit import AuditLog
+from bitgen_core.auth import EditGuard
+from bitgen_core.errors import AuthError, BitGenError, InputError
+from bitgen_core.limits import DEFAULT_LIMITS_FILE, Limits, validate_fact, validate_key, \
+    validate_task
+from bitgen_ros import qos
+from bitgen_ros.buffers import BoundedTaskQueue, LatestFrameSlot
+from bitgen_ros.conversions import (Task, selection_summary, selection_to_msg,
+                                    task_from_command, task_from_string)
+from bitgen_ros.diagnostics import NodeStats, Snapshot, cpu_temperature_c, rss_mb, to_status
+from bitgen_ros.images import FrameDecoder
+from bitgen_ros.msg import RobotSelection, TaskCommand
+from bitgen_ros.parameters import check_change, declare_all
+from bitgen_ros.srv import MemoryEdit, MemoryForget, MemoryList, Select
+
+NODE_NAME = "robot_selector"
+
+
+class RobotSelectorNode(LifecycleNode):
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        declare_all(self)
+        # Inference is serial (one runtime, one KV cache); everything else must stay
+        # responsive while it runs, hence separate groups on a MultiThreadedExecutor.
+        self._inference_group = MutuallyExclusiveCallbackGroup()
+        self._intake_group = ReentrantCallbackGroup()
+        self._service_group = ReentrantCallbackGroup()
+        self._runtime = None
+        self._runtime_lock = threading.Lock()    # select vs. memory write/forget
+        self._guard: EditGuard | None = None
+        self._audit: AuditLog | None = None
+        self._limits = Limits()
+        self._slot = LatestFrameSlot()
+        self._decoder = FrameDecoder(self._limits)
+        self._queue: BoundedTaskQueue[Task] = BoundedTaskQueue(1)
+        self._stats = NodeStats()
+        self._subs: list = []
+        self._selection_pub = None
+        self._trace_pub = None
+        self._state = "unconfigured"
+
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._wake = self.create_guard_condition(self._drain_one, self._inference_group)
+        # Services exist in every state and say why they cannot act, rather than vanishing.
+        g = self._service_group
+        self.create_service(MemoryEdit, "bitgen/memory_edit", self._on_memory_edit,
+                            callback_group=g)
+        self.create_service(MemoryForget, "bitgen/memory_forget", self._on_memory_forget,
+                            callback_group=g)
+        self.create_service(MemoryList, "bitgen/memory_list", self._on_memory_list,
+                            callback_group=g)
+        self.create_service(Select, "bitgen/select", self._on_select,
+                            callback_group=self._inference_group)
+        # /diagnostics reports in every lifecycle state (an unconfigured node is news too).
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_timer = self.create_timer(self.p("diagnostics_period"),
+                                             self._publish_diagnostics, callback_group=g)
+
+    def p(self, name: str):
+        return self.get_parameter(name).value
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        log = self.get_logger()
+        try:
+            limits_file = DEFAULT_LIMITS_FILE
+            self._limits = Limits.from_yaml(limits_file) if limits_file.exists() else Limits()
+            self._decoder = FrameDecoder(self._limits)
+            epm = self.p("edits_per_minute")
+            self._guard = EditGuard.from_environment(
+                read_only=self.p("read_only"),
+                allow_unauthenticated=self.p("allow_unauthenticated_edits"),
+                edits_per_minute=epm if epm > 0 else None, burst=self.p("edit_burst"))
+            memory_path = _expand(self.p("memory_path"))
+            audit_path = _expand(self.p("audit_log_path")) or (
+                str(Path(memory_path).with_suffix(".audit.log")) if memory_path else "")
+            self._audit = AuditLog(audit_path, source=f"ros:{self.get_fully_qualified_name()}") \
+                if audit_path else None
+            runtime = _load_runtime(_expand(self.p("model_dir")) or None, memory_path or None,
+                                    self.p("threads"))
+        except BitGenError as e:
+            # The point of a lifecycle node: a configure that cannot load the model fails.
+            log.error(f"configure failed: {e}")
+            self._guard = self._audit = None
+            return TransitionCallbackReturn.FAILURE
+        with self._runtime_lock:
+            self._runtime = runtime
+        self._queue = BoundedTaskQueue(self.p("task_queue_size"))
+        self._selection_pub = self.create_lifecycle_publisher(
+            RobotSelection, "bitgen/selection", qos.selection_profile())
+        self._trace_pub = self.create_lifecycle_publisher(String, "bitgen/trace",
+                                                          qos.selection_profile(100))
+        log.info(f"configured: model {runtime.model_id}, {len(runtime.memory.list())} memory "
+                 f"facts ({memory_path or 'in RAM only: set memory_path to persist them'}), "
+                 f"edits {self._edit_policy()}, audit log {audit_path or 'off'}")
+        self._state = "inactive"
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        log = self.get_logger()
+        cam_qos = qos.camera_profile(self.p("camera_qos_reliability"), self.p("camera_qos_depth"))
+        topic = self.p("image_topic")
+        if self.p("image_transport") == "compressed":
+            msg_type, topic = CompressedImage, topic.rstrip("/") + "/compressed"
+        else:
+            msg_type = Image
+        g = self._intake_group
+        self._subs = [
+            self.create_subscription(msg_type, topic, self._on_frame, cam_qos, callback_group=g),
+            self.create_subscription(TaskCommand, "bitgen/task", self._on_task_command,
+                                     qos.task_profile(), callback_group=g),
+            self.create_subscription(String, "bitgen/task_text", self._on_task_text,
+                                     qos.task_profile(), callback_group=g),
+        ]
+        log.info(f"camera {self.resolve_topic_name(topic)} ({msg_type.__name__}) with QoS "
+                 f"{qos.describe(cam_qos)}; a publisher must offer compatible QoS "
+                 f"(a reliable subscriber never hears a best-effort camera)")
+        log.info(f"tasks on {self.resolve_topic_name('bitgen/task')} (TaskCommand) and "
+                 f"{self.resolve_topic_name('bitgen/task_text')} (String), QoS "
+                 f"{qos.describe(qos.task_profile())}; answers on "
+                 f"{self.resolve_topic_name('bitgen/selection')}")
+        self._state = "active"
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._drop_subscriptions()
+        dropped = self._queue.clear()
+        if dropped:
+            self.get_logger().warning(f"deactivated with {dropped} task(s) unanswered")
+        self._state = "inactive"
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self._state = "unconfigured"
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self._state = "finalized"
+        return super().on_shutdown(state)
+
+    def _drop_subscriptions(self) -> None:
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        self._slot.clear()
+
+    def _release(self) -> None:
+        self._drop_subscriptions()
+        self._queue.clear()
+        for pub in (self._selection_pub, self._trace_pub):
+            if pub is not None:
+                self.destroy_lifecycle_publisher(pub)
+        self._selection_pub = self._trace_pub = None
+        with self._runtime_lock:
+            self._runtime = None          # frees the onnxruntime sessions
+        self._guard = self._audit = None
+
+    # --- parameters --------------------------------------------------------------------
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        configured = self._runtime is not None
+        for prm in params:
+            current = self.get_parameter(prm.name).value if self.has_parameter(prm.name) else None
+            reason = check_change(prm.name, prm.value, configured, current)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        for prm in params:
+            if prm.name == "read_only" and self._guard is not None:
+                self._guard.read_only = bool(prm.value)
+            self.get_logger().info(f"parameter {prm.name} set to {prm.value!r}")
+        return SetParametersResult(successful=True)
+
+    # --- intake (fast: never blocks on inference) --------------------------------------
+    def _on_frame(self, msg) -> None:
+        self._slot.put(msg)
+
+    def _on_task_command(self, msg: TaskCommand) -> None:
+        self._enqueue(task_from_command(msg))
+
+    def _on_task_text(self, msg: String) -> None:
+        self._enqueue(task_from_string(msg, self.get_clock().now().to_msg()))
+
+    def _enqueue(self, task: Task) -> None:
+        self._stats.add("tasks_received")
+        try:
+            # Junk is refused here, before it can push a real command out of the queue.
+            task = Task(task.header, task.task_id, validate_task(task.text, self._limits),
+                        task.received)
+        except InputError as e:
+            self._stats.add("tasks_rejected")
+            self.get_logger().warning(f"task {task.task_id} refused: {e}")
+            return
+        evicted = self._queue.push(task)
+        if evicted is not None:
+            self.get_logger().warning(
+                f"inference cannot keep up: dropped the oldest queued task {evicted.task_id} "
+                f"(queue of {self.p('task_queue_size')}; raise task_queue_size or publish "
+                f"tasks less often)")
+        self._wake.trigger()
+
+    # --- inference (one at a time, in the inference group) -----------------------------
+    def _drain_one(self) -> None:
+        task = self._queue.pop()
+        if task is None:
+            return
+        if len(self._queue):
+            self._wake.trigger()      # one task per callback, so Select requests interleave
+        if self._state != "active" or self._runtime is None:
+            return
+        image, image_note = self._latest_image()
+        waited_ms = (time.monotonic() - task.received) * 1000.0
+        try:
+            sel = self._select(task.text, image, self.p("top_k"))
+        except BitGenError as e:
+            self.get_logger().warning(f"task {task.task_id} not answered: {e}")
+            return
+        msg = selection_to_msg(sel, task.header, task.task_id, task.text,
+                               extra_latency_ms={"queue": waited_ms})
+        if self._selection_pub is not None:
+            self._selection_pub.publish(msg)
+        self.get_logger().info(f"task {task.task_id}: {selection_summary(msg)}"
+                               + (f" [text only: {image_note}]" if image_note else ""))
+
+    def _select(self, text: str, image, top_k: int):
+        runtime = self._runtime
+        if runtime is None:
+            raise BitGenError("the model is not loaded (node not configured)")
+        trace_pub = self._trace_pub if self.p("stream_trace") else None
+
+        def on_token(piece: str) -> None:
+            if trace_pub is not None:
+                trace_pub.publish(String(data=piece))
+
+        with self._runtime_lock:
+            sel = runtime.select(text, image=image, top_k=top_k,
+                                 max_trace_tokens=self.p("max_trace_tokens"), on_token=on_token)
+        self._stats.record_latency(sel.latency_ms.get("total", 0.0))
+        return sel
+
+    def _latest_image(self):
+        """(RGB array or None, why no image) from the newest fresh camera frame."""
+        if not self.p("use_image"):
+            return None, "use_image is false"
+        frame, why = self._slot.take(self.p("max_frame_age"))
+        if frame is None:
+            if self._slot.peek() is not None:
+                self._stats.add("frames_stale")
+            return None, why
+        image, error, fresh = self._decoder.decode(frame)
+        if error:
+            if fresh:
+                self._stats.add("frames_rejected")
+                self.get_logger().warning(f"camera frame refused: {error}",
+                                          throttle_duration_sec=5.0)
+            return None, error
+        return image, ""
+
+    # --- services ----------------------------------------------------------------------
+    def _on_memory_edit(self, req, resp):
+        ok, message, count = self._change_memory("write", req.key, req.token, req.fact)
+        resp.success, resp.message, resp.fact_count = ok, message, count
+        return resp
+
+    def _on_memory_forget(self, req, resp):
+        ok, message, _ = self._change_memory("forget", req.key, req.token, None)
+        resp.success, resp.message = ok, message
+        return resp
+
+    def _change_memory(self, action: str, key: str, token: str, fact: str | None):
+        runtime, guard, audit = self._runtime, self._guard, self._audit
+        if runtime is None or guard is None:
+            return False, f"memory unavailable: node is {self._state}, configure it first", 0
+        outcome, reason, result = "refused", "", None
+        try:
+            guard.check(token)
+            key = validate_key(key, self._limits)
+            if fact is not None:
+                fact = validate_fact(fact, self._limits)
+            with self._runtime_lock:
+                result = (runtime.memory.write(key, fact) if action == "write"
+                          else runtime.memory.forget(key))
+            outcome = "ok" if result.success else "error"
+            reason = "" if result.success else result.message
+        except AuthError as e:
+            reason = str(e)
+        except BitGenError as e:
+            outcome, reason = "error", str(e)
+        if audit is not None:
+            try:
+                audit.record(action, key if isinstance(key, str) else repr(key), outcome,
+                             reason, text=fact)
+            except (OSError, BitGenError) as e:
+                self.get_logger().error(f"audit log write failed: {e}")
+        count = len(runtime.memory.list())
+        if result is not None and result.success:
+            self.get_logger().info(f"memory {action} {key!r}: {result.message} ({count} facts)")
+            return True, result.message, count
+        self.get_logger().warning(f"memory {action} {key!r} refused: {reason}")
+        return False, reason, count
+
+    def _on_memory_list(self, req, resp):
+        runtime = self._runtime
+        if runtime is None:
+            resp.success, resp.message = False, f"memory unavailable: node is {self._state}"
+            return resp
+        facts = sorted((f for f in runtime.memory.list() if f.key.startswith(req.key_prefix)),
+                       key=lambda f: f.written_at)
+        resp.success, resp.message = True, f"{len(facts)} fact(s)"
+        resp.keys = [f.key for f in facts]
+        resp.facts = [f.text for f in facts]
+        resp.write_times = [float(f.written_at) for f in facts]
+        return resp
+
+    def _on_select(self, req, resp):
+        if self._state != "active":
+            resp.success, resp.message = False, f"node is {self._state}; activate it first"
+            return resp
+        try:
+            text = validate_task(req.task, self._limits)
+            if req.use_image:
+                image, error = self._decoder.decode_message(req.image)
+                if error:
+                    raise InputError(f"request image refused: {error}")
+            else:
+                image, _ = self._latest_image()
+            top_k = req.top_k or self.p("top_k")
+            sel = self._select(text, image, top_k)
+        except BitGenError as e:
+            resp.success, resp.message = False, str(e)
+            return resp
+        header = resp.selection.header
+        header.stamp = self.get_clock().now().to_msg()
+        resp.selection = selection_to_msg(sel, header, "select", text, top_k=top_k)
+        resp.success, resp.message = True, "ok"
+        return resp
+
+    # --- diagnostics -------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        runtime = self._runtime
+        last, p50, p95 = self._stats.latency_percentiles()
+        frame = self._slot.peek()
+        snap = Snapshot(
+            state=self._state, model_id=getattr(runtime, "model_id", ""),
+            fact_count=len(runtime.memory.list()) if runtime is not None else 0,
+            selections=self._stats.selections, last_latency_ms=last, p50_latency_ms=p50,
+            p95_latency_ms=p95, frame_age_s=frame.age() if frame else None,
+            frames_received=self._slot.received, frames_superseded=self._slot.superseded,
+            frames_rejected=self._stats.frames_rejected, frames_stale=self._stats.frames_stale,
+            tasks_received=self._stats.tasks_received, tasks_dropped=self._queue.dropped,
+            tasks_rejected=self._stats.tasks_rejected, queue_length=len(self._queue),
+            rss_mb=rss_mb(), cpu_temp_c=cpu_temperature_c())
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [to_status(snap, f"bitgen: {self.get_fully_qualified_name()}",
+                                max_frame_age=self.p("max_frame_age"))]
+        self._diag_pub.publish(arr)
+
+    def _edit_policy(self) -> str:
+        g = self._guard
+        if g is None:
+            return "off"
+        if g.read_only:
+            return "refused (read_only)"
+        if g.token is None:
+            return "open to anyone (allow_unauthenticated_edits)" if g.allow_unauthenticated \
+                else "refused until an edit token is configured (BITGEN_EDIT_TOKEN[_FILE])"
+        return f"need the edit token from {g.token.source}"
+
+
+def _expand(path: str) -> str:
+    return os.path.expanduser(os.path.expandvars(path)) if path else ""
+
+
+def _load_runtime(model_dir, memory_path, threads):
+    try:
+        from bitgen_core.runtime import BitGenRuntime
+    except ImportError as e:
+        raise BitGenError(f"the BitGen runtime cannot be imported ({e}); reinstall bitgen_core")
+    return BitGenRuntime.load(model_dir=model_dir, memory_path=memory_path, threads=threads)
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = RobotSelectorNode()
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        if node.p("autostart"):
+            if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                node.trigger_activate()
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass                       # Ctrl-C / SIGTERM: a quiet, clean exit
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
