@@ -38,6 +38,7 @@ def writer(path: str, out_fd: int) -> None:
 
 
 def read_reports(fd: int) -> list[int]:
+    """Every generation number the (now dead) writer reported complete."""
     data = b""
     while select.select([fd], [], [], 0)[0]:
         chunk = os.read(fd, 65536)
@@ -56,6 +57,7 @@ def test_store_survives_sigkill_at_random_points(tmp_path):
     rng = random.Random(1234)
     last_done = 0            # generation the last writer reported complete
     saw_new = saw_old = 0    # how often the kill landed after / before the in-flight rename
+    mid_write = 0            # how often it landed while the temp file was being written
     t0 = time.monotonic()
     kills = 0
     while kills < KILLS:
@@ -72,15 +74,21 @@ def test_store_survives_sigkill_at_random_points(tmp_path):
             finally:
                 os._exit(1)
         os.close(w)
-        time.sleep(rng.uniform(0.0, 0.03))
+        # wait for the writer's first completed save, so every kill lands inside its
+        # write loop (not in its start-up), then kill at a random point of a later save
+        ready = select.select([r], [], [], 10.0)[0]
+        time.sleep(rng.uniform(0.0, 0.02))
         os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
+        assert ready, "writer did not complete a save within 10 s"
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
         reports = read_reports(r)
         os.close(r)
         kills += 1
 
-        assert len(temps(tmp_path)) <= 1
+        litter = len(temps(tmp_path))
+        assert litter <= 1
+        mid_write += litter
         assert not list(tmp_path.glob("*.corrupt-*"))
         facts = MemoryStore(path).load()       # strict: raises if corrupt
         if reports:
@@ -93,6 +101,6 @@ def test_store_survives_sigkill_at_random_points(tmp_path):
         last_done = g
 
     assert kills >= 100
-    assert last_done > kills  # the writers made real progress between kills
+    assert last_done > kills  # every writer completed at least one save before its kill
     # both outcomes occurred, so kills really landed at different points of a save
-    assert saw_old > 0 and saw_new > 0, (saw_old, saw_new)
+    assert saw_old > 0 and saw_new > 0 and mid_write > 0, (saw_old, saw_new, mid_write)
