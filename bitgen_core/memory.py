@@ -46,12 +46,21 @@ class EpisodicMemory(nn.Module):
         self.slots, self.dim = slots, dim
         self.prior_precision, self.address_ridge = float(prior_precision), float(address_ridge)
         self.address_std = float(address_std)
-        keys = memory_np.make_keys(slots, dim, seed)
-        self._keys64 = keys  # deployment math stays in float64 (the buffers are float32)
-        self.register_buffer("keys", torch.from_numpy(keys).float())
-        self.register_buffer("addresser", torch.from_numpy(
-            memory_np.addressing_matrix(keys, address_ridge)).float())
+        keys = memory_np.make_keys(slots, dim, seed).astype(np.float32)
+        self.register_buffer("keys", torch.from_numpy(keys))
+        self.register_buffer("addresser", torch.zeros(dim, slots))
         self.prior_mean = nn.Parameter(torch.zeros(slots, dim), requires_grad=learn_prior_mean)
+        self._refresh()
+        # a checkpoint brings its own keys: re-derive the addresser and the deployment state
+        self.register_load_state_dict_post_hook(lambda module, _: module._refresh())
+
+    @torch.no_grad()
+    def _refresh(self) -> None:
+        # deployment math runs in float64 on exactly the (float32) keys training used, so the
+        # exported numpy memory addresses facts the way the trained model does
+        self._keys64 = self.keys.detach().double().cpu().numpy()
+        self.addresser.copy_(torch.from_numpy(
+            memory_np.addressing_matrix(self._keys64, self.address_ridge)))
         self.reset()
 
     # -- training: batched episodes ------------------------------------------------------
@@ -202,12 +211,12 @@ class EpisodicMemory(nn.Module):
         if mem.keys.shape != (self.slots, self.dim):
             raise ValueError(f"memory file has {mem.keys.shape} slots x dims, "
                              f"this memory is {(self.slots, self.dim)}")
-        self._keys64 = mem.keys
         self.keys.copy_(torch.from_numpy(mem.keys))
         self.prior_mean.copy_(torch.from_numpy(mem.prior_mean))
         self.prior_precision, self.address_ridge = mem.prior_precision, mem.address_ridge
-        self.addresser.copy_(torch.from_numpy(memory_np.addressing_matrix(mem.keys, mem.address_ridge)))
-        self.reset()
+        self._refresh()
+        self._keys64 = mem.keys  # keep the file's float64 keys: reads must match the file exactly
+        self._p64 = torch.from_numpy(memory_np.addressing_matrix(mem.keys, mem.address_ridge))
         self.state_memory = torch.from_numpy(mem.memory.copy())
         self.state_precision = torch.from_numpy(mem.precision.copy())
         self._facts = {i: torch.from_numpy(mem.fact_encoding(i)) for i in mem.fact_ids}

@@ -197,3 +197,15 @@ def test_onnx_export_mode_uses_matmulinteger_and_int8_weights():
     assert [n for n, _ in bitlinear_layers(model)] == ["0", "2"]
     set_export_mode(model, False)
     assert not model[0].export_mode
+
+
+def test_deployable_modules_do_not_import_torch():
+    import pathlib
+    import subprocess
+    import sys
+
+    import bitgen_core
+    root = pathlib.Path(bitgen_core.__file__).resolve().parent.parent
+    code = ("import sys, bitgen_core.ternary, bitgen_core.memory_np, bitgen_core.kvcache_np; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
