@@ -180,11 +180,19 @@ def _parse_time(text: str) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
+def _printable(value: object) -> str:
+    """Untrusted text (keys of refused edits are not validated) made safe for a terminal:
+    escape sequences and other non-printables are shown escaped, not interpreted."""
+    text = "" if value is None else str(value)
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def format_record(rec: dict) -> str:
-    digest = (rec.get("fact_sha256") or "")[:12] or "-"
-    reason = f"  ({rec['reason']})" if rec.get("reason") else ""
-    return (f"{rec.get('time', '?')}  {rec.get('action', '?'):<8} {rec.get('outcome', '?'):<8} "
-            f"{rec.get('key', '')!s:<24} {digest}{reason}")
+    digest = _printable(rec.get("fact_sha256") or "")[:12] or "-"
+    reason = f"  ({_printable(rec['reason'])})" if rec.get("reason") else ""
+    return (f"{_printable(rec.get('time', '?'))}  {_printable(rec.get('action', '?')):<8} "
+            f"{_printable(rec.get('outcome', '?')):<8} {_printable(rec.get('key')):<24} "
+            f"{digest}{reason}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -108,13 +108,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int = 0o64
 
     temp file in the same directory (same filesystem, so the rename is atomic) → write all →
     fsync → os.replace → fsync the directory. On any failure the temp file is removed and the
-    old content is untouched. `mode` applies to a newly created file (umask still applies).
+    old content is untouched. A replaced file keeps its permission bits; `mode` applies to a
+    newly created one (umask still applies).
     """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     tmp = directory / f"{_temp_prefix(path)}{os.getpid()}.{secrets.token_hex(4)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
+        with contextlib.suppress(FileNotFoundError):
+            os.fchmod(fd, os.stat(path).st_mode & 0o7777)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -177,8 +180,11 @@ class MemoryStore:
     """The persisted list of episodic-memory facts, in write order, keys unique.
 
     `recover=False` (default): a corrupt file raises `StoreCorruptError` on load.
-    `recover=True`: it is moved aside to `<name>.corrupt-<UTC time>`, the store starts empty,
-    and `last_recovery` holds the one-line message (also logged as a warning).
+    `recover=True` (what a long-running node wants at start-up): it is moved aside to
+    `<name>.corrupt-<UTC time>`, the store starts empty, and `last_recovery` holds the
+    one-line message (also logged as a warning). A file of another format version counts as
+    unreadable too: it is kept aside byte for byte for the bitgen version that wrote it.
+    An unreadable path (permissions, I/O error) always raises: moving it would not help.
     `max_facts` (optional) is enforced inside the lock, so concurrent writers cannot overshoot.
     """
 

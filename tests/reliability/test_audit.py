@@ -111,3 +111,13 @@ def test_reader_cli_prints_records(tmp_path, capsys):
     out = subprocess.run([sys.executable, "-m", "bitgen_core.audit", str(path), "--key", "k29"],
                          cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert len(out.splitlines()) == 1 and "k29" in out and "write" in out
+
+
+def test_reader_escapes_terminal_control_sequences_from_untrusted_keys(tmp_path, capsys):
+    path = tmp_path / "audit.log"
+    AuditLog(path).record("write", "evil\x1b[2J\nkey", "refused", "edit token wrong\r")
+    assert main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out and out.count("\n") == 1
+    assert "evil\\x1b[2J\\nkey" in out
+    assert next(read_audit(path))["key"] == "evil\x1b[2J\nkey"  # stored exactly

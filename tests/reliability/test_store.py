@@ -172,9 +172,11 @@ def test_edit_without_recover_refuses_to_touch_a_corrupt_file(tmp_path):
 
 def test_atomic_write_bytes_replaces_and_cleans_dead_writers_temps(tmp_path):
     target = tmp_path / "config.yaml"
-    atomic_write_bytes(target, b"a: 1\n")
+    atomic_write_bytes(target, b"a: 1\n", mode=0o600)
+    os.chmod(target, 0o640)
     atomic_write_bytes(target, b"a: 2\n")
     assert target.read_bytes() == b"a: 2\n"
+    assert target.stat().st_mode & 0o777 == 0o640  # permissions of the replaced file kept
     # a temp of a dead writer (pid of an exited process) and one of a live writer (us)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
