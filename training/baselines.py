@@ -95,7 +95,7 @@ _STOP = frozenset("a an and the of in on at to for with by from or as is are be 
 def _stem(word: str) -> str:
     # Crude suffix stripping so "inspect"/"inspection"/"inspecting" and "stair"/"stairs"
     # meet; a real stemmer would need another dependency for a baseline.
-    for suffix in ("ations", "ation", "ions", "ion", "ing", "ers", "er", "ies", "es", "ed", "s"):
+    for suffix in ("ations", "ation", "ions", "ion", "ing", "ies", "es", "ed", "s"):
         if len(word) > len(suffix) + 3 and word.endswith(suffix):
             return word[: -len(suffix)]
     return word
@@ -127,13 +127,14 @@ class KeywordBaseline(Baseline):
             for w in v:
                 df[w] = df.get(w, 0) + 1
         self.word_weight = [{w: 1.0 / df[w] for w in v} for v in vocab]
+        self.prior = np.full(len(self.catalog), 1.0 / len(self.catalog))
 
     def vocabulary(self, key: str) -> set[str]:
         return set(self.word_weight[self.catalog.index(key)])
 
     def fit(self, records):
-        self.prior = _labels(records, self.catalog).mean(axis=0) if records else \
-            np.full(len(self.catalog), 1.0 / len(self.catalog))
+        if records:
+            self.prior = _labels(records, self.catalog).mean(axis=0)
         return self
 
     def scores(self, text: str) -> np.ndarray:
