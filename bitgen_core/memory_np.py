@@ -38,10 +38,12 @@ FORMAT_VERSION = 1
 def make_keys(slots: int, dim: int, seed: int = 0) -> np.ndarray:
     """Fixed key memory: orthonormal rows if slots <= dim (well-conditioned addressing)."""
     g = np.random.default_rng(seed).standard_normal((max(slots, dim), min(slots, dim)))
-    q, r = np.linalg.qr(g)
+    q, r = np.linalg.qr(g)  # q: orthonormal columns
     q = q * np.sign(np.diag(r))  # unique QR, so the keys depend on the seed only
+    # slots <= dim: orthonormal key rows. slots > dim: orthogonal columns, rows of unit norm
+    # on average (only dim addresses can be independent then, so capacity is dim facts).
     keys = q.T if slots <= dim else q * np.sqrt(slots / dim)
-    return np.ascontiguousarray(keys[:slots, :dim] if slots <= dim else keys, dtype=np.float64)
+    return np.ascontiguousarray(keys, dtype=np.float64)
 
 
 def addressing_matrix(keys: np.ndarray, ridge: float) -> np.ndarray:
