@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from bitgen_core.image_preprocess import (DEFAULT_SIZE, EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD,
                                           IMAGENET_MEAN, IMAGENET_STD)
-from bitgen_core.quant import ACT_QMAX, ACT_QMIN, QUANT_EPS, BitLinear, weight_quant
+from bitgen_core.quant import ACT_QMAX, ACT_QMIN, QUANT_EPS, BitLinear
 
 VISION_KINDS = ("efficientnet_lite0", "ternary_student", "dinov2")
 
@@ -149,18 +149,25 @@ class EfficientNetLite0Encoder(nn.Module):
 
 
 # --------------------------------------------------------------------------- ternary student
-def _activation_quant_channels(x: torch.Tensor) -> torch.Tensor:
-    """BitNet int8 absmax per pixel (over channels) with the straight-through estimator."""
-    scale = x.abs().amax(dim=1, keepdim=True).clamp(min=QUANT_EPS) / ACT_QMAX
-    return x + ((x / scale).round().clamp(ACT_QMIN, ACT_QMAX) * scale - x).detach()
-
-
 class TernaryConv2d(nn.Conv2d):
-    """Conv2d with BitNet b1.58 math: absmean ternary weights, int8 per-pixel inputs, STE."""
+    """Conv2d with BitNet b1.58 math: absmean ternary weights, int8 absmax inputs, STE.
+
+    Activations use one absmax scale per sample (not per pixel): a 3x3 window mixes pixels, and
+    only a scale shared by the whole window factors out of the sum. The conv then runs on the
+    integer codes, y = conv(x_codes, w_codes) · s_x · γ, which is exactly ONNX `ConvInteger`
+    math and makes the float graph bit-exact across torch and onnxruntime (integer sums below
+    2**24 are exact in float32 whatever the summation order).
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(_activation_quant_channels(x), weight_quant(self.weight), self.bias,
-                        self.stride, self.padding, self.dilation, self.groups)
+        s_x = (x.abs().amax(dim=(1, 2, 3), keepdim=True).clamp(min=QUANT_EPS) / ACT_QMAX).detach()
+        x_c = x / s_x
+        x_c = x_c + (x_c.round().clamp(ACT_QMIN, ACT_QMAX) - x_c).detach()  # STE on the codes
+        gamma = self.weight.abs().mean().clamp(min=QUANT_EPS).detach()
+        w_c = self.weight / gamma
+        w_c = w_c + (w_c.round().clamp(-1.0, 1.0) - w_c).detach()
+        y = F.conv2d(x_c, w_c, None, self.stride, self.padding, self.dilation, self.groups) * (s_x * gamma)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
 
 class _ConvBNAct(nn.Sequential):
@@ -201,8 +208,12 @@ class TernaryStudentEncoder(nn.Module):
         self.body = nn.Sequential(*layers)
         self.pool = TokenPooler(cin, d_model, n_tokens)
 
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Last feature map [B, widths[-1], H/16, W/16]."""
+        return self.body(images)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.body(images))
+        return self.pool(self.features(images))
 
     @staticmethod
     def distill_loss(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor) -> torch.Tensor:
@@ -303,13 +314,17 @@ class DINOv2Encoder(nn.Module):
         self.backbone.eval()  # frozen backbone: no dropout / drop-path even while LoRA trains
         return self
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Patch tokens of the last layer as a map [B, hidden, H/patch, W/patch]."""
         h, w = images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.lora_rank > 0):
             hidden = self.backbone(pixel_values=images).last_hidden_state
         # [CLS][registers...][patches]: keep the patch grid, which carries the spatial layout.
         patches = hidden[:, hidden.shape[1] - h * w:]
-        return self.pool.forward_seq(patches, h, w)
+        return patches.transpose(1, 2).reshape(patches.shape[0], patches.shape[2], h, w)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.features(images))
 
 
 # --------------------------------------------------------------------------- factory / export
