@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,6 +173,10 @@ def _canonical(payload: dict) -> bytes:
                       ensure_ascii=True, allow_nan=False).encode("ascii")
 
 
+class _UnreadableStore(StoreCorruptError):
+    """The file could not even be read (permissions, I/O): never moved aside."""
+
+
 def _utc_stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
@@ -197,6 +202,7 @@ class MemoryStore:
         self.lock_path = self.path.parent / f".{self.path.name}.lock"
         self.generation = 0
         self.last_recovery: str | None = None
+        self._held = threading.local()  # this thread's lock depth (flock is per descriptor)
         if not self.path.parent.is_dir():
             raise InputError(f"memory store directory {self.path.parent} does not exist; "
                              "create it or choose another --memory path")
@@ -208,7 +214,15 @@ class MemoryStore:
     # -- locking --
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the store's exclusive inter-process lock (blocks up to `lock_timeout` s)."""
+        """Hold the store's exclusive inter-process lock (blocks up to `lock_timeout` s).
+        Re-entrant within a thread, so `with store.locked(): store.add(...)` works."""
+        if getattr(self._held, "depth", 0):
+            self._held.depth += 1
+            try:
+                yield
+            finally:
+                self._held.depth -= 1
+            return
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             deadline = time.monotonic() + self.lock_timeout
@@ -225,7 +239,11 @@ class MemoryStore:
                             f"than {self.lock_timeout:g} s; check for a hung bitgen process"
                         ) from None
                     time.sleep(0.005)
-            yield
+            self._held.depth = 1
+            try:
+                yield
+            finally:
+                self._held.depth = 0
         finally:
             os.close(fd)  # closing the descriptor releases the flock
 
@@ -235,11 +253,13 @@ class MemoryStore:
         try:
             return self._read()
         except StoreCorruptError as err:
-            if not self.recover:
+            if not self.recover or isinstance(err, _UnreadableStore):
                 raise
             with self.locked():
                 try:  # another process may have repaired or replaced it meanwhile
                     return self._read()
+                except _UnreadableStore:
+                    raise
                 except StoreCorruptError as err_again:
                     err = err_again
                 return self._move_aside(err)
@@ -254,9 +274,9 @@ class MemoryStore:
             self.generation = 0
             return []
         except OSError as e:
-            raise StoreCorruptError(f"cannot read memory store {self.path}: {e.strerror}; "
-                                    "check the path and its permissions",
-                                    path=str(self.path)) from None
+            raise _UnreadableStore(f"cannot read memory store {self.path}: {e.strerror}; "
+                                   "check the path and its permissions",
+                                   path=str(self.path)) from None
         facts, generation = self._parse(raw)
         self.generation = generation
         return facts
@@ -333,6 +353,8 @@ class MemoryStore:
         with self.locked():
             try:
                 self._read()
+            except _UnreadableStore:
+                raise
             except StoreCorruptError as err:
                 self._move_aside(err)
             self._write(list(facts))
@@ -344,7 +366,7 @@ class MemoryStore:
             try:
                 current = self._read()
             except StoreCorruptError as err:
-                if not self.recover:
+                if not self.recover or isinstance(err, _UnreadableStore):
                     raise
                 current = self._move_aside(err)
             new = change(list(current))

@@ -218,3 +218,38 @@ def test_lock_timeout_is_a_clear_error(tmp_path):
         holder.kill()
         holder.wait()
     MemoryStore(path, lock_timeout=2).add("k", "v")  # lock released when the holder died
+
+
+def test_unreadable_path_raises_even_with_recover_and_is_not_moved(tmp_path):
+    path = tmp_path / "mem.json"
+    path.mkdir()  # a directory where the file should be: cannot be read as a store
+    with pytest.raises(StoreCorruptError, match="cannot read memory store"):
+        MemoryStore(path, recover=True).load()
+    with pytest.raises(StoreCorruptError, match="cannot read memory store"):
+        MemoryStore(path, recover=True).add("k", "v")
+    assert path.is_dir() and not list(tmp_path.glob("*.corrupt-*"))
+
+
+def test_lock_is_reentrant_within_a_thread(tmp_path):
+    store = MemoryStore(tmp_path / "mem.json", lock_timeout=0.5)
+    with store.locked():
+        store.add("a", "1")          # would time out if the lock were not re-entrant
+        store.replace("a", "2")
+    assert [f.text for f in store.load()] == ["2"]
+
+
+def test_threads_sharing_one_store_do_not_lose_edits(tmp_path):
+    import threading
+
+    store = MemoryStore(tmp_path / "mem.json")
+
+    def writer(t: int) -> None:
+        for i in range(25):
+            store.add(f"t{t}_{i}", f"fact {i} of thread {t}")
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(MemoryStore(tmp_path / "mem.json").load()) == 100
