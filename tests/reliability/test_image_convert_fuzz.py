@@ -209,12 +209,13 @@ def test_publisher_fields_round_trip(enc):
     fields = rgb_to_image_fields(arr, enc)
     assert fields["step"] == 9 * (4 if enc.endswith("a8") else 3) and fields["encoding"] == enc
     np.testing.assert_array_equal(image_to_rgb(**fields), arr)
+    assert len(fields["data"]) == fields["step"] * fields["height"]
 
 
 def test_publisher_mono8_and_bad_arrays():
     arr = np.array([[[255, 255, 255], [0, 0, 0], [255, 0, 0]]], dtype=np.uint8)
     fields = rgb_to_image_fields(arr, "mono8")
-    assert fields["data"] == bytes([255, 0, 76]) and fields["step"] == 3
+    assert bytes(fields["data"]) == bytes([255, 0, 76]) and fields["step"] == 3
     with pytest.raises(InputError):
         rgb_to_image_fields(arr.astype(np.float32))
     with pytest.raises(InputError):
@@ -294,3 +295,15 @@ def test_compressed_caps_and_depth_format():
         compressed_to_rgb("16UC1; compressedDepth png", _png_header_only(4, 4))
     with pytest.raises(InputError, match="neither PNG nor JPEG"):
         compressed_to_rgb("jpeg", b"GIF89a" + b"\x00" * 40)
+
+
+def test_real_sensor_msgs_round_trip_where_ros_is_installed():
+    msgs = pytest.importorskip("sensor_msgs.msg")
+    arr = np.random.default_rng(5).integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
+    for enc in ("rgb8", "bgr8", "bgra8"):
+        msg = msgs.Image(**rgb_to_image_fields(arr, enc))
+        out = image_to_rgb(msg.width, msg.height, msg.step, msg.encoding, msg.data,
+                           is_bigendian=msg.is_bigendian)
+        np.testing.assert_array_equal(out, arr)
+    cmsg = msgs.CompressedImage(format="png", data=_encode(arr, "PNG"))
+    np.testing.assert_array_equal(compressed_to_rgb(cmsg.format, cmsg.data), arr)
