@@ -1,0 +1,261 @@
+"""Harness for the node integration tests: the robot_selector in its own process, over DDS.
+
+`SelectorProcess` starts `python -m bitgen_ros.selector_node` with parameters, an edit token
+in its environment and a log file, in a namespace unique to the test, so tests never hear
+each other (the run also has its own ROS_DOMAIN_ID, tests/conftest.py). `TestClient` is an
+rclpy node in the test process, spun by a background executor, with blocking helpers:
+lifecycle transitions, service calls, publishing tasks and frames, waiting for answers.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL_DIR = REPO / "models" / "default"
+HAVE_MODEL = (MODEL_DIR / "manifest.json").is_file()
+NO_MODEL_REASON = ("models/default/manifest.json is absent: the shipped model has not been "
+                   "exported yet (training/export.py)")
+TOKEN = "test-edit-token-0123456789"
+
+
+def have_runtime() -> bool:
+    try:
+        import bitgen_core.runtime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class SelectorProcess:
+    """The node under test, in its own process."""
+
+    def __init__(self, tmp: Path, params: dict | None = None, token: str | None = TOKEN,
+                 namespace: str | None = None) -> None:
+        self.ns = namespace or f"/t{uuid.uuid4().hex[:10]}"
+        self.log_path = tmp / f"robot_selector{self.ns.replace('/', '_')}.log"
+        self.params = {"memory_path": str(tmp / "memory.json"), "edits_per_minute": 0.0,
+                       "max_frame_age": 5.0, **(params or {})}
+        self.env = dict(os.environ)
+        self.env.pop("BITGEN_EDIT_TOKEN_FILE", None)
+        if token is None:
+            self.env.pop("BITGEN_EDIT_TOKEN", None)
+        else:
+            self.env["BITGEN_EDIT_TOKEN"] = token
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "SelectorProcess":
+        cmd = [sys.executable, "-m", "bitgen_ros.selector_node", "--ros-args",
+               "-r", f"__ns:={self.ns}"]
+        for k, v in self.params.items():
+            cmd += ["-p", f"{k}:={_ros_value(v)}"]
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=str(REPO))
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def _ros_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return v if v else "''"
+    return repr(v)
+
+
+class TestClient:
+    """An rclpy node in the test process talking to one selector namespace."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, name: str = "bitgen_test_client") -> None:
+        import rclpy
+        from rclpy.executors import MultiThreadedExecutor
+        self.node = rclpy.create_node(f"{name}_{uuid.uuid4().hex[:6]}")
+        self.executor = MultiThreadedExecutor(num_threads=2)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+        self._lock = threading.Lock()
+        self.selections: list = []
+        self.trace: list[str] = []
+        self.diagnostics: list = []
+        self._subs: list = []
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+    # --- wiring to one selector ---
+    def attach(self, ns: str, camera_reliability: str = "best_effort") -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from sensor_msgs.msg import Image
+        from std_msgs.msg import String
+        from bitgen_ros import qos
+        from bitgen_ros.msg import RobotSelection, TaskCommand
+        for sub in self._subs:
+            self.node.destroy_subscription(sub)
+        self.ns = ns
+        self._subs = [
+            self.node.create_subscription(RobotSelection, f"{ns}/bitgen/selection",
+                                          self._keep(self.selections), qos.selection_profile(100)),
+            self.node.create_subscription(String, f"{ns}/bitgen/trace",
+                                          lambda m: self.trace.append(m.data),
+                                          qos.selection_profile(100)),
+            self.node.create_subscription(DiagnosticArray, "/diagnostics",
+                                          self._keep(self.diagnostics), 10),
+        ]
+        self.task_pub = self.node.create_publisher(TaskCommand, f"{ns}/bitgen/task",
+                                                   qos.task_profile())
+        self.text_pub = self.node.create_publisher(String, f"{ns}/bitgen/task_text",
+                                                   qos.task_profile())
+        self.image_pub = self.node.create_publisher(
+            Image, f"{ns}/camera/image_raw", qos.profile(camera_reliability, 1))
+
+    def _keep(self, sink: list):
+        def cb(msg):
+            with self._lock:
+                sink.append(msg)
+        return cb
+
+    # --- lifecycle + services ---
+    def call(self, srv_type, name: str, request, timeout: float = 60.0):
+        client = self.node.create_client(srv_type, name)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise TimeoutError(f"service {name} not available")
+            future = client.call_async(request)
+            end = time.monotonic() + timeout
+            while not future.done() and time.monotonic() < end:
+                time.sleep(0.01)
+            if not future.done():
+                raise TimeoutError(f"service {name} did not answer in {timeout} s")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def transition(self, label: str, timeout: float = 120.0) -> bool:
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+        req = ChangeState.Request()
+        req.transition.id = {"configure": Transition.TRANSITION_CONFIGURE,
+                             "activate": Transition.TRANSITION_ACTIVATE,
+                             "deactivate": Transition.TRANSITION_DEACTIVATE,
+                             "cleanup": Transition.TRANSITION_CLEANUP}[label]
+        return self.call(ChangeState, f"{self.ns}/robot_selector/change_state", req,
+                         timeout).success
+
+    def state(self) -> str:
+        from lifecycle_msgs.srv import GetState
+        return self.call(GetState, f"{self.ns}/robot_selector/get_state",
+                         GetState.Request()).current_state.label
+
+    def bring_up(self) -> None:
+        assert self.transition("configure"), "configure failed"
+        assert self.transition("activate"), "activate failed"
+
+    def memory_edit(self, key: str, fact: str, token: str = TOKEN):
+        from bitgen_ros.srv import MemoryEdit
+        return self.call(MemoryEdit, f"{self.ns}/bitgen/memory_edit",
+                         MemoryEdit.Request(key=key, fact=fact, token=token))
+
+    def memory_forget(self, key: str, token: str = TOKEN):
+        from bitgen_ros.srv import MemoryForget
+        return self.call(MemoryForget, f"{self.ns}/bitgen/memory_forget",
+                         MemoryForget.Request(key=key, token=token))
+
+    def memory_list(self, prefix: str = "", timeout: float = 60.0):
+        from bitgen_ros.srv import MemoryList
+        return self.call(MemoryList, f"{self.ns}/bitgen/memory_list",
+                         MemoryList.Request(key_prefix=prefix), timeout)
+
+    def select(self, task: str, image=None, top_k: int = 0, timeout: float = 60.0):
+        from sensor_msgs.msg import Image
+        from bitgen_ros.image_convert import rgb_to_image_fields
+        from bitgen_ros.srv import Select
+        req = Select.Request(task=task, top_k=top_k)
+        if image is not None:
+            req.use_image = True
+            req.image = image if isinstance(image, Image) else Image(**rgb_to_image_fields(image))
+        return self.call(Select, f"{self.ns}/bitgen/select", req, timeout)
+
+    def set_params(self, **values):
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+        req = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg()
+                                                for k, v in values.items()])
+        return self.call(SetParameters, f"{self.ns}/robot_selector/set_parameters", req).results
+
+    # --- topics ---
+    def send_task(self, text: str, task_id: str | None = None, stamp=(0, 0),
+                  frame_id: str = "base_link") -> str:
+        from bitgen_ros.msg import TaskCommand
+        task_id = task_id or uuid.uuid4().hex[:8]
+        msg = TaskCommand(id=task_id, text=text)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+        msg.header.frame_id = frame_id
+        self.task_pub.publish(msg)
+        return task_id
+
+    def send_image(self, rgb: np.ndarray, encoding: str = "rgb8") -> None:
+        from sensor_msgs.msg import Image
+        from bitgen_ros.image_convert import rgb_to_image_fields
+        msg = Image(**rgb_to_image_fields(rgb, encoding))
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.image_pub.publish(msg)
+
+    def wait_selection(self, task_id: str, timeout: float = 60.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self._lock:
+                for msg in self.selections:
+                    if msg.task_id == task_id:
+                        return msg
+            time.sleep(0.02)
+        raise TimeoutError(f"no RobotSelection for task {task_id} within {timeout} s")
+
+    def wait_for(self, predicate, timeout: float = 30.0, what: str = "condition"):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if predicate():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"timed out waiting for {what}")
+
+    def wait_matched(self, publisher, timeout: float = 30.0) -> None:
+        self.wait_for(lambda: publisher.get_subscription_count() > 0, timeout,
+                      f"a subscriber on {publisher.topic_name}")
+
+    def task_and_wait(self, text: str, timeout: float = 60.0, **kw):
+        return self.wait_selection(self.send_task(text, **kw), timeout)
