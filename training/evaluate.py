@@ -111,10 +111,11 @@ def _first(d: dict, *names, default=None):
 
 
 def load_memory_cases(path: str | Path, catalog: RobotCatalog) -> list[dict]:
-    """Memory-edit cases, one per line:
+    """Memory-edit cases, one per line, as `bitgen_core.data.generate` writes them:
     {"id", "task", "image"?, "fact": {"key", "text"}, "robots_before": [...],
-     "robots_after": [...], "paraphrases": [task, ...], "unrelated": [task | {"task"}, ...]}
-    (also accepted: "facts" (a list), "before"/"gold_before", "after"/"gold_after").
+     "robots_after": [...], "task_paraphrase"?, "fact_paraphrase"?, "unrelated_task"?}
+    Lists are accepted too: "paraphrases": [task, ...], "unrelated": [task | {"task"}, ...],
+    "facts": [{"key", "text"}, ...]; and "before"/"gold_before", "after"/"gold_after".
     """
     base = Path(path).resolve().parent
     keys = catalog.keys
@@ -133,9 +134,13 @@ def load_memory_cases(path: str | Path, catalog: RobotCatalog) -> list[dict]:
             "image": _resolve_image(c.get("image"), base),
             "before": [keys[catalog.index(k)] for k in before],
             "after": [keys[catalog.index(k)] for k in after],
-            "paraphrases": list(c.get("paraphrases") or []),
+            "paraphrases": [*([c["task_paraphrase"]] if c.get("task_paraphrase") else []),
+                            *(c.get("paraphrases") or [])],
+            "fact_paraphrases": [*([c["fact_paraphrase"]] if c.get("fact_paraphrase") else []),
+                                 *(c.get("fact_paraphrases") or [])],
             "unrelated": [u["task"] if isinstance(u, dict) else u
-                          for u in (c.get("unrelated") or [])]})
+                          for u in [*([c["unrelated_task"]] if c.get("unrelated_task") else []),
+                                    *(c.get("unrelated") or [])]]})
     return cases
 
 
@@ -201,6 +206,8 @@ class RuntimePredictor:
 
 
 def run_queries(predictor, queries: list[tuple]) -> list[M.Prediction]:
+    if not queries:
+        return []
     if hasattr(predictor, "predict_many"):
         return predictor.predict_many(queries)
     return [predictor.predict(*q) for q in queries]
@@ -226,9 +233,11 @@ def evaluate_memory(predictor, cases) -> tuple[list[M.MemoryOutcome], dict]:
         after = top1([(c["task"], img, f)])[0]
         para = top1([(p, img, f) for p in c["paraphrases"]])
         unrel_with = top1([(u, None, f) for u in c["unrelated"]])
+        # the same fact in other words (written under the same key, so it replaces the first)
+        fact_para = top1([(c["task"], img, [{**f[0], "text": t}]) for t in c["fact_paraphrases"]])
         restored = top1([(c["task"], img, [])])[0]
         outcomes.append(M.MemoryOutcome(c["id"], before, after, restored, c["before"],
-                                        c["after"], para, unrel_without, unrel_with))
+                                        c["after"], para, unrel_without, unrel_with, fact_para))
     return outcomes, M.memory_metrics(outcomes)
 
 

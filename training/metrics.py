@@ -184,6 +184,7 @@ class MemoryOutcome:
     paraphrases: list[str] = field(default_factory=list)       # top-1 per paraphrase, fact in
     unrelated_without: list[str] = field(default_factory=list)  # top-1 per probe, no fact
     unrelated_with: list[str] = field(default_factory=list)     # top-1 per probe, fact in
+    fact_paraphrases: list[str] = field(default_factory=list)   # top-1, fact reworded
 
 
 def memory_metrics(outcomes: Sequence[MemoryOutcome]) -> dict:
@@ -194,6 +195,7 @@ def memory_metrics(outcomes: Sequence[MemoryOutcome]) -> dict:
                   (pooled over all paraphrases of all cases).
     - locality:   each unrelated probe keeps its fact-free top-1 when the fact is written
                   (pooled over all probes).
+    - fact_paraphrase: the fact written in other words moves top-1 into gold-after too.
     - forget:     after forgetting, the task's top-1 equals the top-1 before the write.
     - before_correct: sanity — without the fact, top-1 is in gold-before.
     """
@@ -210,6 +212,8 @@ def memory_metrics(outcomes: Sequence[MemoryOutcome]) -> dict:
         "efficacy": rate([o.after in o.gold_after for o in outcomes]),
         "paraphrase": rate(para),
         "locality": rate(loc),
+        "fact_paraphrase": rate([a in o.gold_after for o in outcomes
+                                 for a in o.fact_paraphrases]),
         "forget": rate([o.restored == o.before for o in outcomes]),
         "before_correct": rate([o.before in o.gold_before for o in outcomes]),
     }

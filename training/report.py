@@ -28,6 +28,7 @@ SELECTION_ROWS = [("top1", "top-1 in gold"), ("recall_at_3", "recall@3"),
                   ("f1_at_k_gold", "set F1 @ top-|gold|"), ("ece", "ECE (lower is better)")]
 MEMORY_ROWS = [("efficacy", "edit efficacy"), ("paraphrase", "paraphrased queries"),
                ("locality", "locality (unrelated unchanged)"), ("forget", "forget restores"),
+               ("fact_paraphrase", "fact reworded: efficacy"),
                ("before_correct", "correct before the edit")]
 TRACE_ROWS = [("well_formed", "well-formed"), ("consistent", "consistent with selection"),
               ("first_matches_top1", "first named robot = top-1")]

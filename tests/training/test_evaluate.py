@@ -92,9 +92,20 @@ def test_image_decides_subset_is_scored_with_and_without_the_image(results):
 
 def test_memory_cases_run_write_then_forget(results):
     m = results["memory"][E.BITGEN]
-    assert m["n_cases"] == 2 and m["n_paraphrases"] == 3 and m["n_unrelated"] == 3
+    assert m["n_cases"] == 3 and m["n_paraphrases"] == 4 and m["n_unrelated"] == 4
     assert m["efficacy"] == 1.0 and m["forget"] == 1.0 and m["locality"] == 1.0
-    assert results["memory"]["prior"]["efficacy"] == 0.5   # prior never moves
+    assert m["fact_paraphrase"] == 1.0          # "quadcopter" is a drone alias
+    assert results["memory"]["prior"]["efficacy"] == pytest.approx(1 / 3)  # prior never moves
+
+
+def test_memory_cases_in_generator_format_are_read():
+    cases = E.load_memory_cases(FIX / "memory_cases.jsonl", CATALOG)
+    gen = next(c for c in cases if c["id"] == "mem-gen-format")
+    assert gen["facts"] == [{"key": "uav_down", "text": "The UAV is out of service"}]
+    assert gen["paraphrases"] == ["Survey the bridge towers from the sky"]
+    assert gen["fact_paraphrases"] == ["Our quadcopter cannot fly today"]
+    assert gen["unrelated"] == ["Use a wrench to fix the kitchen valve"]
+    assert gen["before"] == ["drone"] and gen["after"] == ["wheeled", "legged"]
 
 
 def test_traces_are_scored_for_bitgen_only(results):

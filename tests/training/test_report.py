@@ -49,7 +49,7 @@ def test_report_json_has_every_section(written):
     assert {"top1", "top1_ci95", "recall_at_3", "all_gold_in_top3", "f1_at_threshold",
             "f1_at_k_gold", "ece", "reliability", "per_robot", "confusion"} <= set(dev)
     assert len(dev["confusion"]["matrix"]) == len(CATALOG)
-    assert rep["memory"]["prior"]["n_cases"] == 2
+    assert rep["memory"]["prior"]["n_cases"] == 3
     fp32 = next(t for t in rep["targets"] if t["name"].startswith("ternary"))
     assert fp32["status"] == "PASS" and fp32["measured"] == pytest.approx(-0.005)
 
