@@ -29,3 +29,13 @@ test:
 clean:
 	rm -rf build install log
 	find bitgen_ros -maxdepth 1 -type l \( -name msg -o -name srv -o -name '*.so' \) -delete
+
+# --- demo (owned by the ROS layer: bitgen_ros/demo.py, bitgen_ros/runner.py) ----------------
+# The selector node with the shipped model, generated scenes and the sample tasks, then a
+# memory edit ("the drone is grounded") and a forget that change an answer; exits by itself.
+# DEMO_ARGS="--model-dir DIR --keep-logs" passes options through.
+DEMO_ARGS ?=
+.PHONY: demo
+
+demo: build
+	@bash -c '. scripts/setup/env.sh && exec python -m bitgen_ros.demo $(DEMO_ARGS)'

@@ -163,8 +163,11 @@ class Runner:
     def log_path(self, name: str) -> str | None:
         return os.path.join(self.log_dir, f"{name}.log") if self.log_dir else None
 
-    def start(self) -> "Runner":
-        names = ["robot_selector"] + (["scene_source", "task_publisher"] if self.cfg.demo else [])
+    def start(self, names: list[str] | None = None) -> "Runner":
+        """Start `names` (default: the selector, plus the demo publishers with demo:=true)."""
+        if names is None:
+            names = ["robot_selector"] + (["scene_source", "task_publisher"]
+                                          if self.cfg.demo else [])
         for name in names:
             self.procs[name] = NodeProcess(name, node_command(name, self.cfg), self.env,
                                            self.log_path(name))
