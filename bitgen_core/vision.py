@@ -6,7 +6,7 @@ on images already normalised by `image_preprocess.preprocess` with the encoder's
 
 - `EfficientNetLite0Encoder` (default): ImageNet-pretrained EfficientNet-Lite0 that installs
   offline from PyPI, used frozen. Lite0 is the TFLite-friendly variant (ReLU6, no SE), which is
-  why it exports to a plain ONNX conv graph and runs in ~10 ms on a Pi-class CPU.
+  why it exports to a plain ONNX conv graph (~12 ms per 224² frame on one x86 core here).
 - `TernaryStudentEncoder`: a ~0.3M-parameter conv net with BitNet ternary weights, trained
   from scratch by distilling the EfficientNet tokens (`distill_loss`) for the smallest devices.
 - `DINOv2Encoder`: a user-supplied local DINOv2 checkpoint, frozen, with optional LoRA on the
