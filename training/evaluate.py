@@ -129,6 +129,8 @@ def load_memory_cases(path: str | Path, catalog: RobotCatalog) -> list[dict]:
                              "and robots_after")
         facts = [{"key": str(f.get("key") or f"fact{j}"), "text": f["text"]}
                  for j, f in enumerate(facts)]
+        unrelated = [*([{"task": c["unrelated_task"], "robots": c.get("unrelated_robots")}]
+                       if c.get("unrelated_task") else []), *(c.get("unrelated") or [])]
         cases.append({
             "id": str(c.get("id", i)), "task": c["task"], "facts": facts,
             "image": _resolve_image(c.get("image"), base),
@@ -138,9 +140,9 @@ def load_memory_cases(path: str | Path, catalog: RobotCatalog) -> list[dict]:
                             *(c.get("paraphrases") or [])],
             "fact_paraphrases": [*([c["fact_paraphrase"]] if c.get("fact_paraphrase") else []),
                                  *(c.get("fact_paraphrases") or [])],
-            "unrelated": [u["task"] if isinstance(u, dict) else u
-                          for u in [*([c["unrelated_task"]] if c.get("unrelated_task") else []),
-                                    *(c.get("unrelated") or [])]]})
+            "unrelated": [u["task"] if isinstance(u, dict) else u for u in unrelated],
+            "unrelated_gold": [[keys[catalog.index(k)] for k in u.get("robots") or []]
+                               if isinstance(u, dict) else [] for u in unrelated]})
     return cases
 
 
@@ -237,7 +239,8 @@ def evaluate_memory(predictor, cases) -> tuple[list[M.MemoryOutcome], dict]:
         fact_para = top1([(c["task"], img, [{**f[0], "text": t}]) for t in c["fact_paraphrases"]])
         restored = top1([(c["task"], img, [])])[0]
         outcomes.append(M.MemoryOutcome(c["id"], before, after, restored, c["before"],
-                                        c["after"], para, unrel_without, unrel_with, fact_para))
+                                        c["after"], para, unrel_without, unrel_with, fact_para,
+                                        c["unrelated_gold"]))
     return outcomes, M.memory_metrics(outcomes)
 
 

@@ -185,6 +185,7 @@ class MemoryOutcome:
     unrelated_without: list[str] = field(default_factory=list)  # top-1 per probe, no fact
     unrelated_with: list[str] = field(default_factory=list)     # top-1 per probe, fact in
     fact_paraphrases: list[str] = field(default_factory=list)   # top-1, fact reworded
+    unrelated_gold: list[list[str]] = field(default_factory=list)  # gold per probe, if known
 
 
 def memory_metrics(outcomes: Sequence[MemoryOutcome]) -> dict:
@@ -198,6 +199,9 @@ def memory_metrics(outcomes: Sequence[MemoryOutcome]) -> dict:
     - fact_paraphrase: the fact written in other words moves top-1 into gold-after too.
     - forget:     after forgetting, the task's top-1 equals the top-1 before the write.
     - before_correct: sanity — without the fact, top-1 is in gold-before.
+    - locality_gold / restored_correct: the stricter reading of locality and forget against
+      the gold sets (probe top-1 in its gold with the fact in force; top-1 after forget in
+      gold-before), where the cases give golds.
     """
     def rate(xs):
         return float(np.mean(xs)) if len(xs) else None
@@ -216,6 +220,9 @@ def memory_metrics(outcomes: Sequence[MemoryOutcome]) -> dict:
                                  for a in o.fact_paraphrases]),
         "forget": rate([o.restored == o.before for o in outcomes]),
         "before_correct": rate([o.before in o.gold_before for o in outcomes]),
+        "locality_gold": rate([w in g for o in outcomes
+                               for w, g in zip(o.unrelated_with, o.unrelated_gold) if g]),
+        "restored_correct": rate([o.restored in o.gold_before for o in outcomes]),
     }
 
 

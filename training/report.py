@@ -29,7 +29,9 @@ SELECTION_ROWS = [("top1", "top-1 in gold"), ("recall_at_3", "recall@3"),
 MEMORY_ROWS = [("efficacy", "edit efficacy"), ("paraphrase", "paraphrased queries"),
                ("locality", "locality (unrelated unchanged)"), ("forget", "forget restores"),
                ("fact_paraphrase", "fact reworded: efficacy"),
-               ("before_correct", "correct before the edit")]
+               ("before_correct", "correct before the edit"),
+               ("locality_gold", "unrelated probe in its gold (fact in force)"),
+               ("restored_correct", "after forget, in gold-before")]
 TRACE_ROWS = [("well_formed", "well-formed"), ("consistent", "consistent with selection"),
               ("first_matches_top1", "first named robot = top-1")]
 _ELAPSED_KEYS = ("elapsed_s", "wall_time_s", "time_s", "elapsed")

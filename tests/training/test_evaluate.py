@@ -105,6 +105,8 @@ def test_memory_cases_in_generator_format_are_read():
     assert gen["paraphrases"] == ["Survey the bridge towers from the sky"]
     assert gen["fact_paraphrases"] == ["Our quadcopter cannot fly today"]
     assert gen["unrelated"] == ["Use a wrench to fix the kitchen valve"]
+    assert gen["unrelated_gold"] == [["humanoid"]]
+    assert next(c for c in cases if c["id"] == "mem-drone")["unrelated_gold"] == [[], []]
     assert gen["before"] == ["drone"] and gen["after"] == ["wheeled", "legged"]
 
 

@@ -90,7 +90,8 @@ def test_memory_metrics_by_hand():
                          gold_before=["drone"], gold_after=["legged", "humanoid"],
                          paraphrases=["legged", "drone"],
                          unrelated_without=["wheeled", "underwater"],
-                         unrelated_with=["wheeled", "drone"])
+                         unrelated_with=["wheeled", "drone"],
+                         unrelated_gold=[["wheeled"], ["underwater"]])
     o2 = M.MemoryOutcome("b", before="underwater", after="underwater", restored="drone",
                          gold_before=["underwater"], gold_after=["drone"],
                          paraphrases=["drone"], unrelated_without=["humanoid"],
@@ -102,6 +103,8 @@ def test_memory_metrics_by_hand():
     assert m["forget"] == 0.5              # o2 came back as drone, not underwater
     assert m["before_correct"] == 1.0
     assert m["n_paraphrases"] == 3 and m["n_unrelated"] == 3
+    assert m["locality_gold"] == 0.5       # only o1's probes carry golds: wheeled ✓, drone ✗
+    assert m["restored_correct"] == 0.5
 
 
 CATALOG = RobotCatalog.load()

@@ -1,0 +1,319 @@
+"""Export a trained BitGen checkpoint to the model directory the torch-free runtime loads.
+
+    python training/export.py --checkpoint runs/stage2/model.pt --out models/default
+
+What lands in the directory (format `bitgen-model` version 1, see docs/ARCHITECTURE.md):
+
+    vision.onnx        images (B,3,S,S) -> image_tokens (B,N,d)          (absent for vision_kind none)
+    text_encoder.onnx  embedded [SINK] text -> pooled, fact/query z, robot embedding
+    prefill.onnx       embedded prompt + memory read + image tokens -> state at [SEP], K, V
+    decode.onnx        embedded new token(s) + past K/V (pre-rotary) + image -> state, new K/V
+    selector.onnx      state at [SEP] x robot embeddings -> Tiny-R1 reasoning -> probabilities
+    weights/*.t2       every BitLinear's ternary codes, 2-bit packed, with its absmean scale
+    weights/embed.npy  the (tied) token embedding / output head, float32
+    robot_embeddings.npy, memory.npz, tokenizer.json, catalog.yaml, config.json, manifest.json
+
+Design choices (measured, see docs and `bitgen bench`):
+- The ONNX graphs do BitNet math as `MatMulInteger(int8 activations, int8 {-1,0,1} weights)`
+  (quant.set_export_mode), but they do *not* carry those int8 weights: each one is an external
+  initializer named `bitgen-packed/<layer>.t2`, and the runtime unpacks the 2-bit files once at
+  load and hands the same int8 arrays to every session (`add_external_initializers`). The model
+  directory therefore holds each ternary weight once, at 2 bits, and the graphs stay small. A
+  graph loaded without the packed weights fails loudly instead of running on garbage.
+- The embedding (30522 x d) is the largest tensor and is shared by the text encoder, prefill,
+  decode and the tied output head, so it lives once in `weights/embed.npy`: the runtime gathers
+  rows in numpy and computes the output head as one matmul, and the graphs take embedded
+  tokens as input.
+- Robot embeddings for the exported catalog are precomputed; the runtime recomputes them with
+  text_encoder.onnx when catalog.yaml changes, so adding a robot needs no re-export.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import shutil
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):   # `python training/export.py`: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import onnx  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+from bitgen_core import ternary  # noqa: E402
+from bitgen_core.errors import BitGenError  # noqa: E402
+from bitgen_core.quant import bitlinear_layers, set_export_mode  # noqa: E402
+from bitgen_core.runtime.manifest import (MODEL_FORMAT, MODEL_FORMAT_VERSION, PACKED_PREFIX,  # noqa: E402
+                                          write_manifest, write_t2)
+
+OPSET = 17
+
+
+# ----------------------------------------------------------------------------- graph wrappers
+class TextEncoderGraph(nn.Module):
+    """[SINK] text (embedded) -> mean-pooled state, memory encoding z, robot embedding.
+
+    `model.encode_text` + `memory_key` + `selector.robot_proj`: one graph serves facts, memory
+    queries and catalog descriptions. mask is 0 at the [SINK] slot and at right padding."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.m = model
+
+    def forward(self, x, mask):
+        h, _, _ = self.m.backbone(x)
+        w = mask.unsqueeze(-1)
+        pooled = (h * w).sum(1) / w.sum(1).clamp(min=1.0)
+        return pooled, self.m.memory_key(pooled), self.m.selector.robot_embeddings(pooled)
+
+
+class PrefillGraph(nn.Module):
+    """Embedded prompt [SINK][M placeholders][task][SEP] + memory read (+ image) ->
+    (state at [SEP], K, V (n_layers, B, H, L, hd), keys pre-rotary)."""
+
+    def __init__(self, model, vision: bool):
+        super().__init__()
+        self.m, self.vision = model, vision
+
+    def forward(self, x, z_read, image_tokens=None, image_mask=None):
+        m = self.m.config.n_memory_tokens
+        x = torch.cat([x[:, :1], self.m.memory_tokens(z_read), x[:, 1 + m:]], dim=1)
+        h, k, v = self.m.backbone(x, image_tokens, image_mask)
+        return h[:, -1], k, v
+
+
+class DecodeGraph(nn.Module):
+    """Embedded new token(s) after a cache of L tokens -> (last state, k_new, v_new)."""
+
+    def __init__(self, model, vision: bool):
+        super().__init__()
+        self.m, self.vision = model, vision
+
+    def forward(self, x, past_k, past_v, image_tokens=None, image_mask=None):
+        h, k, v = self.m.backbone(x, image_tokens, image_mask, past_k, past_v)
+        return h[:, -1], k, v
+
+
+class SelectorGraph(nn.Module):
+    """State at [SEP] x robot embeddings -> Tiny-R1 (unrolled ACT) -> sigmoid per robot."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.m = model
+
+    def forward(self, sep_state, robot_emb):
+        logits, r = self.m.select_head(sep_state, robot_emb)
+        return torch.sigmoid(logits), logits, r.steps
+
+
+# ----------------------------------------------------------------------------- export helpers
+def _onnx_bytes(module: nn.Module, args: tuple, input_names, output_names, dynamic_axes) -> bytes:
+    buf = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(module, args, buf, input_names=input_names, output_names=output_names,
+                          dynamic_axes=dynamic_axes, opset_version=OPSET, dynamo=False,
+                          do_constant_folding=True)
+    return buf.getvalue()
+
+
+def _externalize_ternary(proto: onnx.ModelProto, packed_by_bytes: dict[bytes, list[str]]) -> list[dict]:
+    """Point every int8 ternary initializer at its packed file instead of embedding it.
+
+    Initializers are matched to layers by content (their bytes equal the layer's transposed
+    codes), which is robust to whatever names the exporter gives them."""
+    used = []
+    for init in proto.graph.initializer:
+        if init.data_type != onnx.TensorProto.INT8 or init.data_location == onnx.TensorProto.EXTERNAL:
+            continue
+        arr = onnx.numpy_helper.to_array(init)
+        layers = packed_by_bytes.get(arr.tobytes() + repr(arr.shape).encode())
+        if not layers:
+            continue
+        layer = layers[0]
+        init.ClearField("raw_data")
+        init.ClearField("int32_data")
+        init.data_location = onnx.TensorProto.EXTERNAL
+        del init.external_data[:]
+        entry = init.external_data.add()
+        entry.key, entry.value = "location", f"{PACKED_PREFIX}{layer}.t2"
+        used.append({"initializer": init.name, "layer": layer, "shape": list(arr.shape)})
+    return used
+
+
+def _ensure_all_ternary_external(proto: onnx.ModelProto, name: str) -> None:
+    left = [i.name for i in proto.graph.initializer
+            if i.data_type == onnx.TensorProto.INT8 and i.data_location != onnx.TensorProto.EXTERNAL
+            and int(np.prod(i.dims or [1])) > 1]
+    if left:
+        raise BitGenError(f"{name}: int8 initializers not matched to a BitLinear: {left[:3]}")
+
+
+def export_model(model, out_dir: str | os.PathLike, model_id: str | None = None,
+                 overwrite: bool = False) -> dict:
+    """Write the runtime model directory for `model` (a BitGenModel) and return its manifest.
+
+    The directory is built in a temporary sibling and renamed into place, so an interrupted
+    export never leaves a half-written model where the runtime looks for one."""
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise BitGenError(f"{out} exists; pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+    was_training = model.training
+    try:
+        model.eval()
+        set_export_mode(model, True)
+        manifest = _write_directory(model, stage, model_id)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(stage, out)
+        return manifest
+    finally:
+        set_export_mode(model, False)
+        model.train(was_training)
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _write_directory(model, d: Path, model_id: str | None) -> dict:
+    cfg, tok = model.config, model.tokenizer
+    (d / "weights").mkdir()
+    # 1. packed ternary weights, one file per BitLinear
+    packed_by_bytes: dict[bytes, list[str]] = {}
+    ternary_files = {}
+    for name, layer in bitlinear_layers(model):
+        q, gamma = layer.ternary_weight()
+        q = q.numpy().astype(np.int8)
+        path = d / "weights" / f"{name}.t2"
+        write_t2(path, q, float(gamma))
+        qt = np.ascontiguousarray(q.T)
+        packed_by_bytes.setdefault(qt.tobytes() + repr(qt.shape).encode(), []).append(name)
+        ternary_files[name] = {"shape": list(q.shape), "gamma": float(gamma)}
+    # 2. full-precision embedding (and the output head if it is not tied)
+    embed = model.embed.weight.detach().float().numpy()
+    np.save(d / "weights" / "embed.npy", embed)
+    lm_head_file = "weights/embed.npy"
+    if model.lm_head.weight.data_ptr() != model.embed.weight.data_ptr():
+        np.save(d / "weights" / "lm_head.npy", model.lm_head.weight.detach().float().numpy())
+        lm_head_file = "weights/lm_head.npy"
+
+    # 3. graphs
+    has_vision = model.vision is not None
+    dm, nl, nh, hd = cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.head_dim
+    n_img = cfg.n_image_tokens
+    img_args, img_names = (), []
+    img_axes: dict = {}
+    if has_vision:
+        img_args = (torch.zeros(1, n_img, dm), torch.ones(1, n_img, dtype=torch.bool))
+        img_names = ["image_tokens", "image_mask"]
+        img_axes = {"image_tokens": {0: "batch"}, "image_mask": {0: "batch"}}
+    graphs = {}
+
+    def add(name, module, args, ins, outs, axes):
+        proto = onnx.load_from_string(_onnx_bytes(module, args, ins, outs, axes))
+        used = _externalize_ternary(proto, packed_by_bytes)
+        _ensure_all_ternary_external(proto, name)
+        onnx.save(proto, str(d / f"{name}.onnx"))
+        graphs[name] = {"file": f"{name}.onnx", "inputs": ins, "outputs": outs, "ternary": used}
+
+    if has_vision:
+        size = model.vision.image_size
+        add("vision", model.vision, (torch.zeros(1, 3, size, size),), ["images"], ["image_tokens"],
+            {"images": {0: "batch"}, "image_tokens": {0: "batch"}})
+    x3 = torch.zeros(2, 6, dm)
+    add("text_encoder", TextEncoderGraph(model), (x3, torch.ones(2, 6)), ["x", "mask"],
+        ["pooled", "z", "robot_emb"],
+        {"x": {0: "batch", 1: "tokens"}, "mask": {0: "batch", 1: "tokens"}, "pooled": {0: "batch"},
+         "z": {0: "batch"}, "robot_emb": {0: "batch"}})
+    lp = cfg.prefix_len + 4
+    kv_axes = {1: "batch", 3: "length"}
+    add("prefill", PrefillGraph(model, has_vision),
+        (torch.zeros(1, lp, dm), torch.zeros(1, cfg.memory_dim)) + img_args,
+        ["x", "z_read"] + img_names, ["state", "k", "v"],
+        {"x": {0: "batch", 1: "tokens"}, "z_read": {0: "batch"}, "state": {0: "batch"},
+         "k": kv_axes, "v": kv_axes, **img_axes})
+    past = torch.zeros(nl, 1, nh, 5, hd)
+    add("decode", DecodeGraph(model, has_vision), (torch.zeros(1, 1, dm), past, past) + img_args,
+        ["x", "past_k", "past_v"] + img_names, ["state", "k_new", "v_new"],
+        {"x": {0: "batch", 1: "new"}, "past_k": {1: "batch", 3: "past"},
+         "past_v": {1: "batch", 3: "past"}, "state": {0: "batch"},
+         "k_new": {1: "batch", 3: "new"}, "v_new": {1: "batch", 3: "new"}, **img_axes})
+    r = len(model.catalog)
+    add("selector", SelectorGraph(model), (torch.zeros(1, dm), torch.randn(r, cfg.robot_embed_dim)),
+        ["state", "robot_emb"], ["probabilities", "logits", "steps"],
+        {"state": {0: "batch"}, "robot_emb": {0: "robots"}, "probabilities": {0: "batch", 1: "robots"},
+         "logits": {0: "batch", 1: "robots"}, "steps": {0: "batch"}})
+
+    # 4. catalog, its precomputed robot embeddings, tokenizer, empty trained memory
+    model.catalog.save(d / "catalog.yaml")
+    with torch.no_grad():
+        robot_emb = model.robot_embeddings().detach().float().numpy()
+    np.save(d / "robot_embeddings.npy", robot_emb)
+    tok.save(d)
+    model.new_memory().to_numpy().save(d / "memory.npz")
+
+    # 5. config and manifest
+    weights_digest = hashlib.sha256()
+    for p in sorted((d / "weights").iterdir()):
+        weights_digest.update(p.read_bytes())
+    model_id = model_id or f"bitgen-{cfg.name}-{weights_digest.hexdigest()[:12]}"
+    vision = None
+    if has_vision:
+        v = model.vision
+        vision = {"kind": cfg.vision_kind, "image_size": int(v.image_size),
+                  "mean": [float(x) for x in v.preprocess_mean], "std": [float(x) for x in v.preprocess_std]}
+    config = {
+        "format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "model_id": model_id,
+        "model": cfg.to_dict(), "vision": vision,
+        "tokens": {"pad": tok.pad_id, "sep": tok.sep_id, "eos": tok.eos_id, "sink": tok.sink_id},
+        "embedding": "weights/embed.npy", "lm_head": lm_head_file,
+        "robot_embeddings": {"file": "robot_embeddings.npy",
+                             "catalog_fingerprint": model.catalog.fingerprint(),
+                             "max_tokens": cfg.cache_len - 1},
+        "memory": "memory.npz", "graphs": graphs, "ternary": ternary_files,
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "exporter": {"torch": torch.__version__, "onnx": onnx.__version__, "opset": OPSET},
+    }
+    (d / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return write_manifest(d, model_id)
+
+
+# ----------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="bitgen export", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", required=True, help="checkpoint written by stage1/stage2 (BitGenModel.save)")
+    ap.add_argument("--out", required=True, help="model directory to write (e.g. models/default)")
+    ap.add_argument("--model-id", help="id recorded in the manifest (default: bitgen-<preset>-<weights hash>)")
+    ap.add_argument("--force", action="store_true", help="replace an existing model directory")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for the export")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(max(1, args.threads))
+    from bitgen_core.model import BitGenModel
+    try:
+        model = BitGenModel.load(args.checkpoint)
+        manifest = export_model(model, args.out, args.model_id, overwrite=args.force)
+    except BitGenError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    total = sum(f["bytes"] for f in manifest["files"].values())
+    print(f"exported {manifest['model_id']} to {args.out} ({len(manifest['files'])} files, "
+          f"{total / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
