@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
-MODEL_DIR = REPO / "models" / "default"
+# BITGEN_TEST_MODEL_DIR runs the integration tests against another exported model.
+MODEL_DIR = Path(os.environ.get("BITGEN_TEST_MODEL_DIR") or REPO / "models" / "default")
 HAVE_MODEL = (MODEL_DIR / "manifest.json").is_file()
-NO_MODEL_REASON = ("models/default/manifest.json is absent: the shipped model has not been "
+NO_MODEL_REASON = (f"{MODEL_DIR}/manifest.json is absent: the shipped model has not been "
                    "exported yet (training/export.py)")
 TOKEN = "test-edit-token-0123456789"
 
@@ -42,8 +43,8 @@ class SelectorProcess:
                  namespace: str | None = None) -> None:
         self.ns = namespace or f"/t{uuid.uuid4().hex[:10]}"
         self.log_path = tmp / f"robot_selector{self.ns.replace('/', '_')}.log"
-        self.params = {"memory_path": str(tmp / "memory.json"), "edits_per_minute": 0.0,
-                       "max_frame_age": 5.0, **(params or {})}
+        self.params = {"model_dir": str(MODEL_DIR), "memory_path": str(tmp / "memory.json"),
+                       "edits_per_minute": 0.0, "max_frame_age": 5.0, **(params or {})}
         self.env = dict(os.environ)
         self.env.pop("BITGEN_EDIT_TOKEN_FILE", None)
         if token is None:
@@ -71,6 +72,10 @@ class SelectorProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def rss_mb(self) -> float:
+        from bitgen_ros.diagnostics import rss_mb
+        return rss_mb(self.proc.pid)
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> int:
         if self.proc is None:

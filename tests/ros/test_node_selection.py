@@ -1,0 +1,154 @@
+"""camera + task -> RobotSelection over real DDS, the node in its own process with the
+shipped model: headers, answers to clear tasks, the streamed trace, the String task topic,
+live parameters, the Select service, and services answering while a selection runs."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed; run `make build`")
+pytest.importorskip("bitgen_ros.msg", reason="bitgen_ros interfaces not built; run `make build`")
+
+from ros_node_harness import (HAVE_MODEL, NO_MODEL_REASON, SelectorProcess,  # noqa: E402
+                              TestClient)
+
+pytestmark = pytest.mark.skipif(not HAVE_MODEL, reason=NO_MODEL_REASON)
+
+CLEAR_TASKS = [  # (task, robot key expected first)
+    ("Fly over the forest fire and take aerial photos of how far it has spread", "drone"),
+    ("Inspect the hull of the ship below the waterline for cracks", "underwater"),
+    ("Move the pallets from the loading dock to aisle 12 of the flat warehouse floor", "wheeled"),
+]
+
+
+def key_of(name: str) -> str:
+    from bitgen_core.catalog import RobotCatalog
+    return RobotCatalog.load().get(name).key
+
+
+def scene(family: str) -> np.ndarray:
+    from bitgen_core.data.render import render_scene
+    return render_scene(family, 7).image
+
+
+@pytest.fixture(scope="module")
+def ros():
+    import rclpy
+    rclpy.init()
+    client = TestClient()
+    yield client
+    client.close()
+    rclpy.try_shutdown()
+
+
+@pytest.fixture(scope="module")
+def node(ros, tmp_path_factory):
+    proc = SelectorProcess(tmp_path_factory.mktemp("selection"),
+                           params={"max_trace_tokens": 16, "task_queue_size": 16}).start()
+    ros.attach(proc.ns)
+    ros.bring_up()
+    ros.wait_matched(ros.task_pub)
+    yield proc
+    proc.stop()
+
+
+def test_camera_and_task_give_a_selection_with_the_commands_header(ros, node):
+    ros.wait_matched(ros.image_pub)
+    for _ in range(3):
+        ros.send_image(scene("aerial"))
+        time.sleep(0.05)
+    task, _ = CLEAR_TASKS[0]
+    msg = ros.task_and_wait(task, stamp=(1234, 5678), frame_id="operator_console")
+    assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (1234, 5678)
+    assert msg.header.frame_id == "operator_console"
+    assert msg.task_text == task and len(msg.robots) == 3
+    assert all(0.0 <= c <= 1.0 for c in msg.confidences)
+    latency = dict(zip(msg.latency_stages, msg.latency_ms))
+    assert latency["total"] > 0 and "queue" in latency
+    assert msg.model_id
+
+
+@pytest.mark.parametrize("task,expected", CLEAR_TASKS)
+def test_clear_tasks_get_the_right_robot_first(ros, node, task, expected):
+    ros.set_params(use_image=False)
+    try:
+        msg = ros.task_and_wait(task)
+    finally:
+        ros.set_params(use_image=True)
+    assert key_of(msg.robots[0]) == expected, (list(msg.robots), list(msg.confidences))
+
+
+def test_trace_is_streamed_piece_by_piece_before_the_answer(ros, node):
+    ros.trace.clear()
+    msg = ros.task_and_wait(CLEAR_TASKS[1][0])
+    ros.wait_for(lambda: len(ros.trace) > 0, timeout=5, what="streamed trace pieces")
+    if msg.reasoning.strip():
+        assert len(ros.trace) >= 2
+        assert "".join(ros.trace).split() == msg.reasoning.split()
+
+
+def test_plain_string_tasks_are_answered_and_stamped_now(ros, node):
+    from std_msgs.msg import String
+    ros.wait_matched(ros.text_pub)
+    before = time.time()
+    n = len(ros.selections)
+    ros.text_pub.publish(String(data=CLEAR_TASKS[2][0]))
+    ros.wait_for(lambda: any(m.task_text == CLEAR_TASKS[2][0] for m in ros.selections[n:]),
+                 timeout=60, what="the answer to a String task")
+    msg = [m for m in ros.selections[n:] if m.task_text == CLEAR_TASKS[2][0]][0]
+    stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+    assert before - 1.0 <= stamp <= time.time() + 1.0
+    assert msg.task_id.startswith("task-")
+
+
+def test_live_parameters_change_the_next_answer_without_restart(ros, node):
+    assert all(r.successful for r in ros.set_params(top_k=2, max_trace_tokens=0))
+    try:
+        ros.trace.clear()
+        msg = ros.task_and_wait(CLEAR_TASKS[0][0])
+        assert len(msg.robots) == 2
+        assert msg.reasoning.strip() == "" and ros.trace == []
+    finally:
+        ros.set_params(top_k=3, max_trace_tokens=16)
+    refused = ros.set_params(image_topic="other/camera")[0]
+    assert not refused.successful and "configure" in refused.reason
+
+
+def test_select_service_answers_with_its_own_image_and_top_k(ros, node):
+    resp = ros.select(CLEAR_TASKS[1][0], image=scene("underwater"), top_k=4)
+    assert resp.success, resp.message
+    assert len(resp.selection.robots) == 4 and resp.selection.header.stamp.sec > 0
+    bad = ros.select(CLEAR_TASKS[1][0], image=np.zeros((8, 8, 3), np.uint8), top_k=1)
+    assert bad.success                      # a tiny but valid image is fine
+    from sensor_msgs.msg import Image
+    broken = Image(width=640, height=480, step=100, encoding="rgb8", data=bytes(100))
+    resp = ros.select(CLEAR_TASKS[1][0], image=broken)
+    assert not resp.success and "step" in resp.message
+
+
+def test_services_answer_while_selections_run(ros, node):
+    # A burst of long-trace tasks keeps the inference group busy for seconds; memory_list and
+    # a parameter change must answer in the middle of it, not after it.
+    ros.set_params(max_trace_tokens=256)
+    try:
+        one = ros.task_and_wait(CLEAR_TASKS[0][0])
+        seconds = dict(zip(one.latency_stages, one.latency_ms))["total"] / 1000.0
+        burst = int(min(15, max(4, np.ceil(3.0 / max(seconds, 1e-3)))))   # >= ~3 s of work
+        n = len(ros.selections)
+        ids = [ros.send_task(CLEAR_TASKS[i % 3][0]) for i in range(burst)]
+        ros.wait_for(lambda: len(ros.selections) > n, timeout=60, what="the first answer")
+        t0 = time.monotonic()
+        listed = ros.memory_list(timeout=10)
+        params = ros.set_params(max_frame_age=3.0)
+        answered_in = time.monotonic() - t0
+        pending_then = sum(1 for i in ids if i not in {m.task_id for m in ros.selections})
+        assert listed.success and params[0].successful
+        for i in ids:
+            ros.wait_selection(i, timeout=120)
+        busy_for = time.monotonic() - t0
+    finally:
+        ros.set_params(max_trace_tokens=16, max_frame_age=5.0)
+    assert pending_then >= 1, "the burst finished before the services were called"
+    assert answered_in < busy_for, (answered_in, busy_for)
