@@ -113,7 +113,9 @@ class BitGenConfig:
         need(self.n_memory_tokens >= 1, "n_memory_tokens must be at least 1")
         need(self.vision_kind in VISION_KINDS,
              f"vision_kind {self.vision_kind!r} is not one of {', '.join(VISION_KINDS)}")
-        need(self.n_image_tokens >= 1, "n_image_tokens must be at least 1")
+        side = int(round(self.n_image_tokens ** 0.5))
+        need(self.n_image_tokens >= 1 and side * side == self.n_image_tokens,
+             "n_image_tokens must be a perfect square (the image is pooled onto a grid)")
         need(all(0 <= i < self.n_layers for i in self.cross_attn_layers),
              f"cross_attn_layers {self.cross_attn_layers} out of range for {self.n_layers} layers")
         need(1 <= self.reasoning_max_steps <= 64, "reasoning_max_steps must be in 1..64")
@@ -205,7 +207,7 @@ def _coerce(key: str, type_name: str, value):
 # small when there is compute to spare. Memory/selector sizes scale with the width.
 PRESETS: dict[str, dict] = {
     "nano": dict(d_model=64, n_layers=2, n_heads=2, memory_dim=64, n_memory_slots=16,
-                 n_memory_tokens=2, n_image_tokens=8, robot_embed_dim=32),
+                 n_memory_tokens=2, n_image_tokens=9, robot_embed_dim=32),
     "tiny": dict(d_model=128, n_layers=4, n_heads=4, memory_dim=128, n_memory_slots=32,
                  n_memory_tokens=4, n_image_tokens=16, robot_embed_dim=64),
     "small": dict(d_model=256, n_layers=6, n_heads=8, memory_dim=256, n_memory_slots=64,

@@ -1,0 +1,481 @@
+"""BitGenModel: the tiny ternary vision-language robot selector, top to bottom like its data flow.
+
+    image ──► vision encoder ──► image tokens ─────────────────────────────┐ (cross-attn, upper half)
+    facts ──► encode_text ──► z ──► EpisodicMemory.write                    │
+    task  ──► encode_text ──► z_q ─► memory read ─► n_memory_tokens prefix  │
+    [SINK][memory tokens][task tokens][SEP] ──► causal BitLinear backbone ◄─┘
+        state at [SEP] ──► Tiny-R1 reasoning ──► RobotSelector ──► robot logits (sigmoid each)
+        [SEP] ... ──► same backbone, token by token ──► reasoning trace ... [EOS]
+
+Sequences are laid out contiguously from position 0 and padded on the right, so a row in a
+padded training batch sees exactly the positions it sees alone at run time (causal attention
+never looks right). Position 0 holds the learned [SINK] token: StreamingLLM's attention sink,
+kept forever by the SinkKVCache together with the next n_sink-1 tokens.
+
+Export pieces (each a pure tensor function, no data-dependent Python control flow):
+`encode_image`, `encode_text` + `memory_key`, `prefill(prompt_ids, z_read, image_tokens,
+image_mask)`, `decode_step(ids, past_k, past_v, image_tokens, image_mask)` (keys pre-rotary,
+stacked over layers), `select_head(sep_state, robot_emb)`. The embedding and the tied output
+head are the only full-precision linears; everything else is BitLinear.
+"""
+from __future__ import annotations
+
+import copy
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from bitgen_core.attention import CausalSelfAttention, SinkKVCache
+from bitgen_core.catalog import RobotCatalog
+from bitgen_core.config import PRESETS, BitGenConfig
+from bitgen_core.errors import InputError, ModelLoadError
+from bitgen_core.fusion import GatedCrossAttention
+from bitgen_core.memory import EpisodicMemory
+from bitgen_core.quant import BitLinear, RMSNorm
+from bitgen_core.reasoning import TinyR1Reasoner
+from bitgen_core.selector import RobotSelector
+from bitgen_core.store import atomic_write_bytes
+from bitgen_core.tokenizer import BitGenTokenizer, minilm_init_embeddings
+from bitgen_core.vision import build_vision_encoder
+
+CHECKPOINT_FORMAT = "bitgen-checkpoint-v1"
+IGNORE = -100
+
+
+@dataclass
+class FactEpisodes:
+    """Training-time memory: B episodes of N facts, tokenised: ids/mask (B, N, Lf).
+
+    A fact whose mask row is all 0 is absent (episodes may hold different numbers of facts)."""
+    ids: torch.Tensor
+    mask: torch.Tensor
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, d: int, hidden: int):
+        super().__init__()
+        self.up = BitLinear(d, 2 * hidden)
+        self.down = BitLinear(hidden, d)   # its RMSNorm is BitNet b1.58's sub-LN before W_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.up(x).chunk(2, dim=-1)
+        return self.down(F.silu(a) * b)
+
+
+class Block(nn.Module):
+    """Self-attention (sink-cache decode API), gated cross-attention to the image, SwiGLU."""
+
+    def __init__(self, cfg: BitGenConfig, cross: bool):
+        super().__init__()
+        self.attn = CausalSelfAttention(cfg.d_model, cfg.n_heads, cfg.rope_base)
+        self.xattn = GatedCrossAttention(cfg.d_model, cfg.n_heads) if cross else None
+        self.ffn = SwiGLU(cfg.d_model, cfg.ffn_hidden)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, image_tokens=None, image_mask=None, past_k=None, past_v=None):
+        if past_k is None:
+            a, k, v = self.attn(x, return_kv=True)
+        else:
+            a, k, v = self.attn.decode(x, past_k, past_v)
+        x = x + self.drop(a)
+        if self.xattn is not None and image_tokens is not None:
+            x = self.xattn(x, image_tokens, image_mask)
+        return x + self.drop(self.ffn(x)), k, v
+
+
+class BitGenModel(nn.Module):
+    def __init__(self, config: BitGenConfig, catalog: RobotCatalog | None = None,
+                 tokenizer: BitGenTokenizer | None = None, pretrained: bool = True,
+                 vision_options: dict | None = None):
+        super().__init__()
+        cfg = self.config = config
+        self.catalog = catalog if catalog is not None else RobotCatalog.load()
+        self.tokenizer = tokenizer if tokenizer is not None else BitGenTokenizer.load()
+        if self.tokenizer.vocab_size != cfg.vocab_size:
+            raise InputError(f"tokenizer has {self.tokenizer.vocab_size} tokens, config says {cfg.vocab_size}")
+        # 1. vision: camera frame -> n_image_tokens tokens of width d
+        opts = dict(vision_options or {})
+        if cfg.vision_kind == "efficientnet_lite0":
+            opts.setdefault("pretrained", pretrained)
+        self.vision = (None if cfg.vision_kind == "none"
+                       else build_vision_encoder(cfg.vision_kind, cfg.d_model, cfg.n_image_tokens, **opts))
+        # 2. token embeddings, seeded with MiniLM's lexical knowledge (PCA to d)
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        nn.init.normal_(self.embed.weight, std=cfg.d_model ** -0.5)   # unit-norm rows, like the MiniLM init
+        if pretrained:
+            with torch.no_grad():
+                self.embed.weight.copy_(torch.from_numpy(minilm_init_embeddings(cfg.d_model, cfg.vocab_size)))
+        # 3. episodic memory: pooled text -> z (C); a read -> n_memory_tokens prefix tokens
+        self.memory = EpisodicMemory(cfg.n_memory_slots, cfg.memory_dim)
+        self.memory_key = BitLinear(cfg.d_model, cfg.memory_dim)
+        self.memory_prefix_proj = BitLinear(cfg.memory_dim, cfg.n_memory_tokens * cfg.d_model)
+        self.memory_pos = nn.Parameter(0.02 * torch.randn(cfg.n_memory_tokens, cfg.d_model))
+        # 4. backbone
+        self.blocks = nn.ModuleList(Block(cfg, i in cfg.cross_attn_layers) for i in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.d_model)
+        # 5. reasoning and selection
+        self.reasoner = TinyR1Reasoner(cfg.d_model, cfg.reasoning_max_steps, cfg.halting_eps,
+                                       cfg.halting_bias_init)
+        self.selector = RobotSelector(cfg.d_model, cfg.robot_embed_dim, cfg.selector_scale_init)
+        # 6. trace head: tied to the embedding unless configured otherwise
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        self._robot_cache: tuple | None = None
+
+    # ------------------------------------------------------------------ 1. image
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Preprocessed images (B, 3, S, S) -> image tokens (B, n_image_tokens, d)."""
+        if self.vision is None:
+            raise InputError("this model has no vision encoder (vision_kind: none)")
+        return self.vision(images)
+
+    def preprocess_image(self, image: np.ndarray) -> torch.Tensor:
+        """One HxWx3 uint8 RGB frame -> (1, 3, S, S) as the vision encoder expects."""
+        from bitgen_core.image_preprocess import preprocess
+        v = self.vision
+        if v is None:
+            raise InputError("this model has no vision encoder (vision_kind: none)")
+        return torch.from_numpy(preprocess(image, v.image_size, v.preprocess_mean, v.preprocess_std))[None]
+
+    # ------------------------------------------------------------------ 2. text -> z
+    def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean-pooled backbone states over the text, run as [SINK] text (no memory, no image).
+
+        ids/mask (B, L) right-padded -> (B, d). Used for facts, memory queries and the robot
+        descriptions, so all three live in the space the backbone learns."""
+        sink = torch.full_like(ids[:, :1], self.tokenizer.sink_id)
+        h, _, _ = self.backbone(self.embed(torch.cat([sink, ids], dim=1)))
+        m = mask.to(h.dtype).unsqueeze(-1)
+        return (h[:, 1:] * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+    def read_memory(self, z_query: torch.Tensor, memory=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """z_query (B, C) -> (z_read (B, C), addressing KL). `memory` is one of:
+        None (nothing written: read the prior), an EpisodicMemory holding deployment facts,
+        FactEpisodes (training: one-shot write of each row's facts), or memories (B, K, C)."""
+        kl = z_query.new_zeros(())
+        mem = self.memory
+        if memory is None:
+            return mem.address(z_query) @ mem.prior_mean, kl
+        if isinstance(memory, EpisodicMemory):
+            return memory.read_fact(z_query.detach().double()).to(z_query.dtype), kl
+        if isinstance(memory, FactEpisodes):
+            b, n, lf = memory.ids.shape
+            present = memory.mask.any(-1)
+            z_facts = self.memory_key(self.encode_text(memory.ids.view(b * n, lf),
+                                                       memory.mask.view(b * n, lf))).view(b, n, -1)
+            memory_matrix, _, w = mem.write_episode(z_facts, present, sample=self.training)
+            kl = mem.addressing_kl(mem.address(z_facts), present)
+        else:
+            memory_matrix = memory
+        z_read, _ = mem.read(memory_matrix, z_query.unsqueeze(1), sample=self.training)
+        return z_read.squeeze(1), kl
+
+    def memory_tokens(self, z_read: torch.Tensor) -> torch.Tensor:
+        """(B, C) memory read -> (B, n_memory_tokens, d) prefix tokens."""
+        b = z_read.shape[0]
+        return self.memory_pos + self.memory_prefix_proj(z_read).view(b, self.config.n_memory_tokens, -1)
+
+    def new_memory(self) -> EpisodicMemory:
+        """A fresh deployment memory with this model's keys and learned prior, no facts."""
+        mem = copy.deepcopy(self.memory)
+        mem.reset()
+        return mem
+
+    @torch.no_grad()
+    def fact_encoding(self, text: str) -> torch.Tensor:
+        """z (C,) of one fact, to `EpisodicMemory.write(z, key)` at deployment."""
+        ids, mask = self._tokens([text], self.config.max_task_tokens)
+        return self.memory_key(self.encode_text(ids, mask))[0]
+
+    # ------------------------------------------------------------------ 3. backbone
+    def backbone(self, x, image_tokens=None, image_mask=None, past_k=None, past_v=None):
+        """Embedded sequence (B, T, d) -> (final-normed states, k, v (n_layers, B, H, T, hd)).
+
+        With past_k/past_v (n_layers, B, H, L, hd), the T tokens continue that cache."""
+        ks, vs = [], []
+        for i, block in enumerate(self.blocks):
+            pk = None if past_k is None else past_k[i]
+            pv = None if past_v is None else past_v[i]
+            x, k, v = block(x, image_tokens, image_mask, pk, pv)
+            ks.append(k)
+            vs.append(v)
+        return self.norm(x), torch.stack(ks), torch.stack(vs)
+
+    def embed_prompt(self, prompt_ids: torch.Tensor, z_read: torch.Tensor) -> torch.Tensor:
+        """Embed [SINK][M placeholders][...] with the memory tokens at positions 1..M."""
+        m = self.config.n_memory_tokens
+        x = self.embed(prompt_ids)
+        return torch.cat([x[:, :1], self.memory_tokens(z_read), x[:, 1 + m:]], dim=1)
+
+    def prefill(self, prompt_ids, z_read, image_tokens=None, image_mask=None):
+        """(B, L) prompt ids + memory read -> (states (B, L, d), k, v): the prefill graph."""
+        return self.backbone(self.embed_prompt(prompt_ids, z_read), image_tokens, image_mask)
+
+    def decode_step(self, ids, past_k, past_v, image_tokens=None, image_mask=None):
+        """ids (B, T) after a cache (n_layers, B, H, L, hd) -> (logits (B, T, V), k_new, v_new)."""
+        h, k, v = self.backbone(self.embed(ids), image_tokens, image_mask, past_k, past_v)
+        return self.lm_head(h), k, v
+
+    # ------------------------------------------------------------------ 4. reasoning + selector
+    def select_head(self, sep_state: torch.Tensor, robot_emb: torch.Tensor):
+        """(B, d) state at [SEP] x (R, D) robot embeddings -> (logits (B, R), reasoning output)."""
+        r = self.reasoner(sep_state)
+        return self.selector(r.state, robot_emb), r
+
+    def robot_embeddings(self, catalog: RobotCatalog | None = None) -> torch.Tensor:
+        """(R, D) embeddings of the catalog descriptions, encoded by the model's own encoder.
+
+        Recomputed (with gradients) while training; otherwise cached per catalog and per
+        parameter version, so an optimizer step or a load invalidates it."""
+        catalog = catalog or self.catalog
+        version = sum(p._version for p in self.parameters())
+        key = (catalog.fingerprint(), version, self.training)
+        if torch.is_grad_enabled() and self.training:
+            return self._robot_embeddings(catalog)
+        if self._robot_cache is None or self._robot_cache[0] != key:
+            with torch.no_grad():
+                self._robot_cache = (key, self._robot_embeddings(catalog))
+        return self._robot_cache[1]
+
+    def _robot_embeddings(self, catalog: RobotCatalog) -> torch.Tensor:
+        ids, mask = self._tokens(catalog.texts(), self.config.cache_len - 1)
+        return self.selector.robot_embeddings(self.encode_text(ids, mask))
+
+    def set_catalog(self, catalog: RobotCatalog) -> None:
+        """Score a different fleet (e.g. one more robot type): no code change, no retraining."""
+        self.catalog = catalog
+        self._robot_cache = None
+
+    # ------------------------------------------------------------------ training forward
+    def layout(self, task_ids, task_mask, trace_ids=None, trace_mask=None):
+        """Contiguous right-padded rows [SINK][M][task][SEP]([trace][EOS]) -> (ids, sep_pos, trace_pos, trace_tgt)."""
+        tok, cfg = self.tokenizer, self.config
+        b, t = task_ids.shape
+        p = cfg.prefix_len
+        n = task_mask.long().sum(1)
+        n_trace = 0 if trace_ids is None else trace_ids.shape[1] + 1
+        ids = torch.full((b, p + t + 1 + n_trace), tok.pad_id, dtype=torch.long, device=task_ids.device)
+        ids[:, 0] = tok.sink_id
+        ids[:, p:p + t] = torch.where(task_mask.bool(), task_ids, torch.full_like(task_ids, tok.pad_id))
+        sep_pos = p + n
+        ids.scatter_(1, sep_pos[:, None], tok.sep_id)
+        if trace_ids is None:
+            return ids, sep_pos, None, None
+        tmask = trace_mask if trace_mask is not None else torch.ones_like(trace_ids)
+        lens = tmask.long().sum(1)
+        tgt = torch.full((b, n_trace), IGNORE, dtype=torch.long, device=ids.device)
+        tgt[:, :-1] = torch.where(tmask.bool(), trace_ids, torch.full_like(trace_ids, IGNORE))
+        tgt.scatter_(1, lens[:, None], tok.eos_id)
+        trace_pos = sep_pos[:, None] + torch.arange(n_trace, device=ids.device)   # predicting positions
+        ids.scatter_(1, trace_pos + 1, torch.where(tgt == IGNORE, torch.full_like(tgt, tok.pad_id), tgt))
+        return ids, sep_pos, trace_pos, tgt
+
+    def forward(self, task_ids, task_mask, images=None, memory=None, trace_ids=None, trace_mask=None,
+                image_tokens=None, image_mask=None, robot_emb=None) -> dict:
+        """Batch forward for training and evaluation; returns a dict of tensors:
+        robot_logits (B, R), ponder_cost, steps (B,), state (B, d), memory_kl, and with
+        trace_ids: lm_loss (mean over trace tokens + EOS) and trace_logprobs (B, Ttrace+1)
+        with trace_target (IGNORE where padded), as GRPO needs."""
+        if images is not None:
+            image_tokens = self.encode_image(images)
+        z_query = self.memory_key(self.encode_text(task_ids, task_mask))
+        z_read, memory_kl = self.read_memory(z_query, memory)
+        ids, sep_pos, trace_pos, tgt = self.layout(task_ids, task_mask, trace_ids, trace_mask)
+        h, _, _ = self.prefill(ids, z_read, image_tokens, image_mask)
+        sep_state = h[torch.arange(h.shape[0], device=h.device), sep_pos]
+        logits, r = self.select_head(sep_state, robot_emb if robot_emb is not None else self.robot_embeddings())
+        out = dict(robot_logits=logits, ponder_cost=r.ponder_cost, steps=r.steps, state=r.state,
+                   sep_state=sep_state, memory_kl=memory_kl, z_query=z_query, z_read=z_read)
+        if trace_ids is not None:
+            h_tr = h.gather(1, trace_pos.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
+            logp = F.log_softmax(self.lm_head(h_tr).float(), dim=-1)
+            valid = tgt != IGNORE
+            tok_logp = logp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid
+            out.update(lm_loss=-(tok_logp.sum() / valid.sum().clamp(min=1)), trace_logprobs=tok_logp,
+                       trace_target=tgt)
+        return out
+
+    def loss(self, out: dict, targets: torch.Tensor, lm_weight: float = 1.0, kl_weight: float = 0.0) -> torch.Tensor:
+        """Selection BCE + tau * ponder cost (+ trace LM, + memory KL)."""
+        total = self.selector.loss(out["robot_logits"], targets) + self.config.ponder_weight * out["ponder_cost"]
+        if "lm_loss" in out:
+            total = total + lm_weight * out["lm_loss"]
+        return total + kl_weight * out["memory_kl"]
+
+    # ------------------------------------------------------------------ inference
+    def _tokens(self, texts, max_len):
+        ids, mask = self.tokenizer.encode_batch(texts, max_len)
+        dev = self.embed.weight.device
+        return torch.from_numpy(ids).to(dev), torch.from_numpy(mask).to(dev)
+
+    def prompt_ids(self, task: str) -> list[int]:
+        """The runtime's prompt layout: [SINK] [PAD]*n_memory_tokens task[:max_task_tokens] [SEP]."""
+        tok, cfg = self.tokenizer, self.config
+        return ([tok.sink_id] + [tok.pad_id] * cfg.n_memory_tokens
+                + tok.encode(task, cfg.max_task_tokens) + [tok.sep_id])
+
+    @torch.no_grad()
+    def start(self, task: str, image: np.ndarray | None = None, memory: EpisodicMemory | None = None):
+        """Prefill one task into a fresh sink cache -> (state at [SEP] (1, d), cache, image tokens)."""
+        cfg = self.config
+        if not isinstance(task, str) or not task.strip():
+            raise InputError("task is empty: give the robot a task in words")
+        ids, mask = self._tokens([task], cfg.max_task_tokens)
+        image_tokens = self.encode_image(self.preprocess_image(image)) if image is not None else None
+        z_read, _ = self.read_memory(self.memory_key(self.encode_text(ids, mask)), memory)
+        prompt = torch.tensor([self.prompt_ids(task)], device=ids.device)
+        h, k, v = self.prefill(prompt, z_read, image_tokens)
+        cache = SinkKVCache(cfg.n_sink, cfg.window)
+        cache.append(k, v)
+        return h[:, -1], cache, image_tokens
+
+    @torch.no_grad()
+    def select(self, task: str, image: np.ndarray | None = None, memory: EpisodicMemory | None = None,
+               top_k: int = 3, trace_tokens: int = 0) -> dict:
+        """Evaluate one task: all robots ranked with confidences, the top k, optionally a trace."""
+        sep_state, cache, image_tokens = self.start(task, image, memory)
+        logits, r = self.select_head(sep_state, self.robot_embeddings())
+        probs = torch.sigmoid(logits)[0]
+        order, conf = self.selector.topk(probs, len(self.catalog))
+        keys = [self.catalog.keys[i] for i in order.tolist()]
+        out = dict(robots=keys, confidences=conf.tolist(), top_k=list(zip(keys[:top_k], conf.tolist()[:top_k])),
+                   probabilities=dict(zip(self.catalog.keys, probs.tolist())), steps=int(r.steps[0]))
+        if trace_tokens:
+            out["reasoning"] = self._collect(sep_state, cache, image_tokens, trace_tokens)["texts"][0]
+        return out
+
+    @torch.no_grad()
+    def iter_trace(self, sep_state, cache: SinkKVCache, image_tokens=None, max_new_tokens: int | None = None,
+                   temperature: float = 0.0, generator: torch.Generator | None = None,
+                   stop_at_eos: bool = True):
+        """Stream the trace after a prefill: yields (token ids (G,), log-probs (G,)) per step.
+
+        G rows (GRPO's group) continue one prompt's cache; a row that emitted [EOS] keeps
+        emitting [EOS]. The cache keeps n_sink + window tokens however long the stream runs.
+        temperature 0 is greedy; otherwise sampling from softmax(logits / temperature).
+        stop_at_eos=False streams on past [EOS] (benchmarks of long streams)."""
+        eos = self.tokenizer.eos_id
+        n = max_new_tokens if max_new_tokens is not None else self.config.max_trace_tokens
+        rows = sep_state.shape[0]
+        done = torch.zeros(rows, dtype=torch.bool, device=sep_state.device)
+        logits = self.lm_head(sep_state)
+        for _ in range(n):
+            logp = F.log_softmax(logits.float(), dim=-1)
+            if temperature > 0:
+                pick = torch.multinomial(F.softmax(logits.float() / temperature, -1), 1, generator=generator)
+            else:
+                pick = logp.argmax(-1, keepdim=True)
+            if stop_at_eos:
+                pick = torch.where(done[:, None], torch.full_like(pick, eos), pick)
+            yield pick.squeeze(1), logp.gather(-1, pick).squeeze(1)
+            done = done | (pick.squeeze(1) == eos)
+            if stop_at_eos and bool(done.all()):
+                return
+            step_logits, k, v = self.decode_step(pick, cache.k, cache.v, image_tokens)
+            cache.append(k, v)
+            logits = step_logits[:, -1]
+
+    @torch.no_grad()
+    def generate_trace(self, task: str, image: np.ndarray | None = None, memory: EpisodicMemory | None = None,
+                       max_new_tokens: int | None = None, temperature: float = 0.0, num_samples: int = 1,
+                       generator: torch.Generator | None = None, on_token=None,
+                       stop_at_eos: bool = True) -> dict:
+        """Generate the reasoning trace token by token (decode-step API + sink cache).
+
+        Returns ids (G, T) (trace tokens, [EOS] included when reached), logprobs (G, T),
+        mask (G, T) (1 up to and including the first [EOS]), texts (G strings) and
+        cache_sizes (cache length after each step). `on_token(piece)` receives row 0's text
+        pieces as they are generated."""
+        sep_state, cache, image_tokens = self.start(task, image, memory)
+        if num_samples > 1:   # the group shares the prompt: replicate its prefill
+            sep_state = sep_state.expand(num_samples, -1)
+            cache.k, cache.v = (t.expand(-1, num_samples, -1, -1, -1).contiguous() for t in (cache.k, cache.v))
+            if image_tokens is not None:
+                image_tokens = image_tokens.expand(num_samples, -1, -1)
+        return self._collect(sep_state, cache, image_tokens, max_new_tokens, temperature, generator, on_token,
+                             stop_at_eos)
+
+    def _collect(self, sep_state, cache, image_tokens, max_new_tokens, temperature=0.0, generator=None,
+                 on_token=None, stop_at_eos=True) -> dict:
+        stream = self.tokenizer.decode_stream()
+        ids, logps, sizes = [], [], []
+        for pick, logp in self.iter_trace(sep_state, cache, image_tokens, max_new_tokens, temperature,
+                                          generator, stop_at_eos):
+            ids.append(pick)
+            logps.append(logp)
+            sizes.append(len(cache))
+            if on_token is not None:
+                piece = stream.step(int(pick[0]))
+                if piece:
+                    on_token(piece)
+        g = sep_state.shape[0]
+        ids_t = torch.stack(ids, 1) if ids else torch.zeros(g, 0, dtype=torch.long)
+        logp_t = torch.stack(logps, 1) if logps else torch.zeros(g, 0)
+        is_eos = ids_t == self.tokenizer.eos_id
+        mask = (is_eos.long().cumsum(1) - is_eos.long()) == 0       # up to and including first EOS
+        texts = [self.tokenizer.decode(row[m].tolist()) for row, m in zip(ids_t, mask)]
+        return dict(ids=ids_t, logprobs=logp_t, mask=mask, texts=texts, cache_sizes=sizes)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def param_count(self) -> dict[str, int]:
+        """Parameters per component (the tied head counts once, under embeddings)."""
+        groups = dict(vision=self.vision, embeddings=self.embed,
+                      memory=[self.memory, self.memory_key, self.memory_prefix_proj],
+                      backbone=[self.blocks, self.norm], reasoning=self.reasoner, selector=self.selector)
+        seen, counts = set(), {}
+        for name, mods in groups.items():
+            n = 0
+            for m in (mods if isinstance(mods, list) else [mods]):
+                for p in ([] if m is None else m.parameters()):
+                    if id(p) not in seen:
+                        seen.add(id(p))
+                        n += p.numel()
+            counts[name] = n
+        counts["memory"] += self.memory_pos.numel()
+        seen.add(id(self.memory_pos))
+        counts["lm_head"] = sum(p.numel() for p in self.lm_head.parameters() if id(p) not in seen)
+        counts["bitlinear"] = sum(m.weight.numel() for m in self.modules() if isinstance(m, BitLinear))
+        counts["trainable"] = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        counts["total"] = sum(p.numel() for p in self.parameters())
+        return counts
+
+    def save(self, path: str | Path) -> None:
+        """Config + catalog + tokenizer + state_dict in one file, written atomically."""
+        buf = io.BytesIO()
+        torch.save({"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(),
+                    "catalog": self.catalog.to_dict(), "tokenizer": self.tokenizer._tok.to_str(),
+                    "state_dict": self.state_dict()}, buf)
+        atomic_write_bytes(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str = "cpu") -> "BitGenModel":
+        from tokenizers import Tokenizer
+        try:
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        except FileNotFoundError:
+            raise ModelLoadError(f"checkpoint not found: {path}") from None
+        except Exception as e:
+            raise ModelLoadError(f"checkpoint {path} is unreadable: {e}".splitlines()[0]) from None
+        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ModelLoadError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
+        model = cls(BitGenConfig.from_dict(ckpt["config"]), RobotCatalog.from_dict(ckpt["catalog"]),
+                    BitGenTokenizer(Tokenizer.from_str(ckpt["tokenizer"])), pretrained=False)
+        model.load_state_dict(ckpt["state_dict"])
+        model.memory.reset()   # the deployment state starts from the loaded prior
+        return model.eval()
+
+
+def print_param_counts(presets=tuple(PRESETS)) -> None:
+    """Parameter counts per component for each preset (`python -c "from bitgen_core.model import
+    print_param_counts; print_param_counts()"`)."""
+    rows = {name: BitGenModel(BitGenConfig.preset(name), pretrained=False).param_count() for name in presets}
+    keys = list(next(iter(rows.values())))
+    print(f"{'component':<12}" + "".join(f"{n:>14}" for n in rows))
+    for k in keys:
+        print(f"{k:<12}" + "".join(f"{rows[n][k]:>14,}" for n in rows))

@@ -1,0 +1,254 @@
+"""BitGenModel: shapes per preset, learning, memory prefix, streamed traces with a constant
+cache, decode-step == teacher forcing, a sixth robot, save/load."""
+import numpy as np
+import pytest
+import torch
+
+from bitgen_core.catalog import Robot, RobotCatalog
+from bitgen_core.config import BitGenConfig
+from bitgen_core.errors import InputError, ModelLoadError
+from bitgen_core.model import BitGenModel, FactEpisodes, print_param_counts
+from bitgen_core.tokenizer import BitGenTokenizer
+
+torch.set_num_threads(1)
+
+TASKS = [("fly over the stadium roof and film the crowd", ["drone"]),
+         ("inspect the hull of the ship below the waterline", ["underwater"]),
+         ("open the door and hand the wrench to the mechanic", ["humanoid"]),
+         ("move the pallets across the warehouse floor", ["wheeled"]),
+         ("climb over the rubble after the landslide", ["legged"]),
+         ("search the collapsed house and carry water up the stairs", ["legged", "humanoid"])]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return BitGenTokenizer.load()
+
+
+def nano(tok, pretrained=False, **kw):
+    torch.manual_seed(0)
+    return BitGenModel(BitGenConfig.preset("nano", **{"vision_kind": "none", **kw}), tokenizer=tok,
+                       pretrained=pretrained)
+
+
+def batch(model, tasks):
+    ids, mask = model._tokens([t for t, _ in tasks], model.config.max_task_tokens)
+    y = torch.tensor([model.catalog.multi_hot(r) for _, r in tasks])
+    return ids, mask, y
+
+
+@pytest.fixture(scope="module")
+def trained(tok):
+    """A nano model overfitted on six (task -> robots) examples: shared by several tests."""
+    model = nano(tok, pretrained=True)
+    model.embed.weight.requires_grad_(False)   # keep MiniLM's lexicon; also 3x faster steps here
+    ids, mask, y = batch(model, TASKS)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3, weight_decay=0.0)
+    losses = []
+    for _ in range(60):
+        loss = model.loss(model(ids, mask), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return model.eval(), losses
+
+
+@pytest.mark.parametrize("preset", ["nano", "tiny", "small"])
+def test_forward_shapes_for_each_preset(tok, preset):
+    torch.manual_seed(0)
+    cfg = BitGenConfig.preset(preset)
+    model = BitGenModel(cfg, tokenizer=tok, pretrained=False)
+    ids, mask, _ = batch(model, TASKS[:3])
+    trace, tmask = model._tokens(["selected: drone", "environment: water → underwater", "x"], 16)
+    images = torch.randn(3, 3, 224, 224)
+    out = model(ids, mask, images=images, trace_ids=trace, trace_mask=tmask)
+    assert out["robot_logits"].shape == (3, 5)
+    assert out["state"].shape == out["sep_state"].shape == (3, cfg.d_model)
+    assert out["steps"].shape == (3,) and 1 <= out["steps"].min() and out["steps"].max() <= 8
+    assert out["trace_logprobs"].shape == (3, trace.shape[1] + 1)
+    assert torch.isfinite(out["lm_loss"]) and out["lm_loss"] > 0
+    # the image tokens feed cross-attention in the upper half only
+    assert [b.xattn is not None for b in model.blocks] == [i >= cfg.n_layers // 2 for i in range(cfg.n_layers)]
+    counts = model.param_count()
+    assert counts["lm_head"] == 0 and counts["total"] == sum(p.numel() for p in model.parameters())
+    assert sum(counts[k] for k in ("vision", "embeddings", "memory", "backbone", "reasoning",
+                                   "selector", "lm_head")) == counts["total"]
+    assert counts["embeddings"] == cfg.vocab_size * cfg.d_model
+
+
+def test_a_tiny_model_overfits_a_handful_of_tasks(trained):
+    model, losses = trained
+    assert losses[-1] < 0.3 * losses[0], losses[::10]
+    ids, mask, y = batch(model, TASKS)
+    with torch.no_grad():
+        probs = torch.sigmoid(model(ids, mask)["robot_logits"])
+    top1 = probs.argmax(1)
+    assert all(y[i, top1[i]] == 1 for i in range(len(TASKS))), probs
+    assert model.select(TASKS[1][0])["robots"][0] == "underwater"
+
+
+def test_a_sixth_catalog_entry_works_without_code_change(trained):
+    model, _ = trained
+    ids, mask, y = batch(model, TASKS)
+    with torch.no_grad():
+        before = torch.sigmoid(model(ids, mask)["robot_logits"])
+        boat = Robot(key="boat", name="Surface Vessel",
+                     description="An autonomous boat for the water surface: patrols lakes, rivers and "
+                                 "harbours, cannot dive or leave the water.")
+        model.set_catalog(RobotCatalog.load().with_robot(boat))
+        try:
+            after = torch.sigmoid(model(ids, mask)["robot_logits"])
+            sel = model.select("patrol the harbour")
+        finally:
+            model.set_catalog(RobotCatalog.load())
+    assert after.shape == (len(TASKS), 6) and torch.isfinite(after).all()
+    torch.testing.assert_close(after[:, :5], before)          # the five are untouched
+    assert all(y[i, after[i].argmax()] == 1 for i in range(len(TASKS)))
+    assert "boat" in sel["robots"] and len(sel["confidences"]) == 6
+
+
+def test_memory_fact_changes_the_output_and_forget_restores_it_exactly(tok):
+    model = nano(tok).eval()
+    with torch.no_grad():
+        model.memory.prior_mean.normal_()      # a trained-looking prior, not zeros
+    mem = model.new_memory()
+    task = "deliver the parcel to the roof"
+    base = model.select(task, memory=mem)["probabilities"]
+    mem.write(model.fact_encoding("the drone is grounded for high winds"), "wind")
+    with_fact = model.select(task, memory=mem)["probabilities"]
+    assert max(abs(with_fact[k] - base[k]) for k in base) > 1e-4
+    mem.write(model.fact_encoding("zone b is flooded"), "flood")
+    mem.forget("flood")
+    one_left = model.select(task, memory=mem)["probabilities"]
+    assert max(abs(one_left[k] - with_fact[k]) for k in base) < 1e-5
+    mem.forget("wind")
+    assert model.select(task, memory=mem)["probabilities"] == base   # bit-identical
+    # an empty deployment memory (float64) reads what training reads with no facts (float32)
+    no_memory = model.select(task)["probabilities"]
+    assert max(abs(no_memory[k] - base[k]) for k in base) < 1e-5
+
+
+def test_training_episodes_read_like_the_deployment_memory(tok):
+    model = nano(tok).eval()
+    fact = "the drone is grounded for high winds"
+    ids, mask, _ = batch(model, TASKS[:2])
+    f_ids, f_mask = model._tokens([fact, ""], 16)
+    episodes = FactEpisodes(ids=torch.stack([f_ids, f_ids]), mask=torch.stack([f_mask, f_mask]))
+    mem = model.new_memory()
+    mem.write(model.fact_encoding(fact), "wind")
+    with torch.no_grad():
+        a = model(ids, mask, memory=episodes)["z_read"]
+        b = model(ids, mask, memory=mem)["z_read"]
+        empty = model(ids, mask)["z_read"]
+    # float32 one-shot episode write == float64 sequential deployment write (up to rounding;
+    # logits are compared elsewhere: int8 activation rounding amplifies 1e-5 differences)
+    torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-4)
+    assert (a - empty).abs().max() > 1e-2
+    model.train()
+    out = model(ids, mask, memory=episodes)
+    assert out["memory_kl"] > 0 and out["memory_kl"].requires_grad
+
+
+def test_generate_trace_streams_with_a_constant_cache(tok):
+    model = nano(tok, max_task_tokens=8, max_trace_tokens=8, window=16).eval()
+    pieces = []
+    out = model.generate_trace("inspect the pipe", max_new_tokens=200, on_token=pieces.append,
+                               stop_at_eos=False)
+    sizes = out["cache_sizes"]
+    assert out["ids"].shape == (1, 200) and len(sizes) == 200
+    assert max(sizes) == model.config.n_sink + model.config.window
+    assert sizes[-150:] == [max(sizes)] * 150                       # constant once full
+    text = tok.decode(out["ids"][0][out["mask"][0]].tolist())
+    assert "".join(pieces).startswith(text) and out["texts"][0] == text
+    # sampling a GRPO group: G rows, log-probs of the sampled tokens, reproducible by seed
+    g1 = model.generate_trace("inspect the pipe", max_new_tokens=6, temperature=1.0, num_samples=4,
+                              generator=torch.Generator().manual_seed(3))
+    g2 = model.generate_trace("inspect the pipe", max_new_tokens=6, temperature=1.0, num_samples=4,
+                              generator=torch.Generator().manual_seed(3))
+    assert g1["ids"].shape == (4, 6) and torch.equal(g1["ids"], g2["ids"])
+    assert (g1["logprobs"] <= 0).all() and len(set(map(tuple, g1["ids"].tolist()))) > 1
+
+
+def test_decode_steps_equal_teacher_forcing(tok):
+    model = nano(tok, vision_kind="ternary_student").eval()
+    with torch.no_grad():
+        for b in model.blocks:        # open the image gates so the image really matters
+            if b.xattn is not None:
+                b.xattn.gate.fill_(0.7)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    task = "check the valves in the flooded basement"
+    ref = model.generate_trace(task, image=image, max_new_tokens=10, temperature=1.0,
+                               generator=torch.Generator().manual_seed(0), stop_at_eos=False)
+    trace = ref["ids"]
+    with torch.no_grad():
+        # low level: prefill + decode steps vs. one causal pass over the whole sequence
+        sep_state, cache, img = model.start(task, image)
+        step_logits = [model.lm_head(sep_state)]
+        for t in range(trace.shape[1] - 1):
+            logits, k, v = model.decode_step(trace[:, t:t + 1], cache.k, cache.v, img)
+            cache.append(k, v)
+            step_logits.append(logits[:, -1])
+        prompt = torch.tensor([model.prompt_ids(task)])
+        ids, mask = model._tokens([task], model.config.max_task_tokens)
+        z_read, _ = model.read_memory(model.memory_key(model.encode_text(ids, mask)))
+        h, _, _ = model.prefill(torch.cat([prompt, trace[:, :-1]], 1), z_read, img)
+        full = model.lm_head(h[:, prompt.shape[1] - 1:])
+        torch.testing.assert_close(torch.stack(step_logits, 1), full, atol=1e-4, rtol=0)
+        # batched training forward (padded next to a longer task) gives the same log-probs
+        ids2, mask2 = model._tokens([task, "a longer task: fly the drone over the old stadium roof"], 48)
+        tr = torch.cat([trace, trace]); tmask = torch.ones_like(tr); tmask[1, 4:] = 0
+        out = model(ids2, mask2, images=model.preprocess_image(image).expand(2, -1, -1, -1),
+                    trace_ids=tr, trace_mask=tmask)
+        torch.testing.assert_close(out["trace_logprobs"][0, :10], ref["logprobs"][0], atol=1e-4, rtol=0)
+        assert out["trace_target"][1, 4] == tok.eos_id and (out["trace_target"][1, 5:] == -100).all()
+
+
+def test_image_changes_the_selection_only_through_open_gates(tok):
+    model = nano(tok, vision_kind="ternary_student").eval()
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[32:] = 200
+    task = "inspect the area shown"
+    assert model.select(task, image=image)["probabilities"] == model.select(task)["probabilities"]
+    with torch.no_grad():
+        for b in model.blocks:
+            if b.xattn is not None:
+                b.xattn.gate.fill_(1.0)
+    a, b = model.select(task, image=image)["probabilities"], model.select(task)["probabilities"]
+    assert max(abs(a[k] - b[k]) for k in a) > 1e-4
+
+
+def test_save_load_round_trip_gives_identical_outputs(tmp_path, trained):
+    model, _ = trained
+    path = tmp_path / "model.pt"
+    model.save(path)
+    again = BitGenModel.load(path)
+    assert again.config == model.config and again.catalog.keys == model.catalog.keys
+    ids, mask, _ = batch(model, TASKS)
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids, mask)["robot_logits"], model(ids, mask)["robot_logits"],
+                                   atol=0, rtol=0)
+    task = TASKS[2][0]
+    assert again.generate_trace(task, max_new_tokens=8)["ids"].tolist() == \
+           model.generate_trace(task, max_new_tokens=8)["ids"].tolist()
+    assert not list(tmp_path.glob(".*"))          # no temp file left behind
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ModelLoadError, match="unreadable"):
+        BitGenModel.load(path)
+    with pytest.raises(ModelLoadError, match="not found"):
+        BitGenModel.load(tmp_path / "nope.pt")
+
+
+def test_bad_inputs_are_input_errors(tok):
+    model = nano(tok).eval()
+    with pytest.raises(InputError, match="empty"):
+        model.select("   ")
+    with pytest.raises(InputError, match="no vision encoder"):
+        model.select("look", image=np.zeros((8, 8, 3), np.uint8))
+
+
+def test_print_param_counts(capsys):
+    print_param_counts(("nano",))
+    out = capsys.readouterr().out
+    assert "embeddings" in out and "backbone" in out and "nano" in out
