@@ -35,9 +35,8 @@ from std_msgs.msg import String
 
 from bitgen_core.audit import AuditLog
 from bitgen_core.auth import EditGuard
-from bitgen_core.errors import AuthError, BitGenError, InputError
-from bitgen_core.limits import DEFAULT_LIMITS_FILE, Limits, validate_fact, validate_key, \
-    validate_task
+from bitgen_core.errors import BitGenError, InputError
+from bitgen_core.limits import DEFAULT_LIMITS_FILE, Limits, validate_task
 from bitgen_ros import qos
 from bitgen_ros.buffers import BoundedTaskQueue, LatestFrameSlot
 from bitgen_ros.conversions import (Task, selection_summary, selection_to_msg,
@@ -62,7 +61,7 @@ class RobotSelectorNode(LifecycleNode):
         self._intake_group = ReentrantCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
         self._runtime = None
-        self._runtime_lock = threading.Lock()    # select vs. memory write/forget
+        self._runtime_lock = threading.Lock()    # one selection at a time (topic or Select)
         self._guard: EditGuard | None = None
         self._audit: AuditLog | None = None
         self._limits = Limits()
@@ -112,13 +111,21 @@ class RobotSelectorNode(LifecycleNode):
                 str(Path(memory_path).with_suffix(".audit.log")) if memory_path else "")
             self._audit = AuditLog(audit_path, source=f"ros:{self.get_fully_qualified_name()}") \
                 if audit_path else None
+            # The runtime applies the guard, the limits and the audit to every edit, so the
+            # node and the `bitgen memory` CLI enforce the very same rules on the same store.
             runtime = _load_runtime(_expand(self.p("model_dir")) or None, memory_path or None,
-                                    self.p("threads"))
+                                    self.p("threads"), limits=self._limits,
+                                    edit_guard=self._guard, audit_log=self._audit,
+                                    recover_memory=True)
         except BitGenError as e:
             # The point of a lifecycle node: a configure that cannot load the model fails.
             log.error(f"configure failed: {e}")
             self._guard = self._audit = None
             return TransitionCallbackReturn.FAILURE
+        recovery = runtime.memory.last_recovery
+        if recovery:
+            log.warning(f"the memory store was corrupt and has been moved aside: {recovery}; "
+                        "starting with the facts that could be kept (none if unreadable)")
         with self._runtime_lock:
             self._runtime = runtime
         self._queue = BoundedTaskQueue(self.p("task_queue_size"))
@@ -304,36 +311,21 @@ class RobotSelectorNode(LifecycleNode):
         return resp
 
     def _change_memory(self, action: str, key: str, token: str, fact: str | None):
-        runtime, guard, audit = self._runtime, self._guard, self._audit
-        if runtime is None or guard is None:
+        runtime = self._runtime
+        if runtime is None:
             return False, f"memory unavailable: node is {self._state}, configure it first", 0
-        outcome, reason, result = "refused", "", None
-        try:
-            guard.check(token)
-            key = validate_key(key, self._limits)
-            if fact is not None:
-                fact = validate_fact(fact, self._limits)
-            with self._runtime_lock:
-                result = (runtime.memory.write(key, fact) if action == "write"
-                          else runtime.memory.forget(key))
-            outcome = "ok" if result.success else "error"
-            reason = "" if result.success else result.message
-        except AuthError as e:
-            reason = str(e)
-        except BitGenError as e:
-            outcome, reason = "error", str(e)
-        if audit is not None:
-            try:
-                audit.record(action, key if isinstance(key, str) else repr(key), outcome,
-                             reason, text=fact)
-            except (OSError, BitGenError) as e:
-                self.get_logger().error(f"audit log write failed: {e}")
-        count = len(runtime.memory.list())
-        if result is not None and result.success:
-            self.get_logger().info(f"memory {action} {key!r}: {result.message} ({count} facts)")
-            return True, result.message, count
-        self.get_logger().warning(f"memory {action} {key!r} refused: {reason}")
-        return False, reason, count
+        # Token, read-only, rate limit, key/fact limits and the audit record are all applied
+        # inside RuntimeMemory; it never raises for a refused edit, the result says why.
+        # No inference lock: the memory has its own, so an edit answers during a selection.
+        result = (runtime.memory.write(key, fact, token=token) if action == "write"
+                  else runtime.memory.forget(key, token=token))
+        shown = key[:64] if isinstance(key, str) else repr(key)
+        if result.success:
+            self.get_logger().info(f"memory {action} {shown!r}: {result.message} "
+                                   f"({result.count} facts)")
+        else:
+            self.get_logger().warning(f"memory {action} {shown!r} refused: {result.message}")
+        return result.success, result.message, result.count
 
     def _on_memory_list(self, req, resp):
         runtime = self._runtime
@@ -408,12 +400,13 @@ def _expand(path: str) -> str:
     return os.path.expanduser(os.path.expandvars(path)) if path else ""
 
 
-def _load_runtime(model_dir, memory_path, threads):
+def _load_runtime(model_dir, memory_path, threads, **options):
     try:
         from bitgen_core.runtime import BitGenRuntime
     except ImportError as e:
         raise BitGenError(f"the BitGen runtime cannot be imported ({e}); reinstall bitgen_core")
-    return BitGenRuntime.load(model_dir=model_dir, memory_path=memory_path, threads=threads)
+    return BitGenRuntime.load(model_dir=model_dir, memory_path=memory_path, threads=threads,
+                              **options)
 
 
 def main(args=None) -> None:

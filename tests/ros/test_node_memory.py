@@ -1,0 +1,126 @@
+"""The memory services over real DDS: an edit changes the answer at once, a forget reverts
+it, facts survive a restart (and a kill -9), and every change is authorised, limited and
+audited. The node runs in its own process with the shipped model."""
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed; run `make build`")
+pytest.importorskip("bitgen_ros.msg", reason="bitgen_ros interfaces not built; run `make build`")
+
+from ros_node_harness import (HAVE_MODEL, NO_MODEL_REASON, TOKEN,  # noqa: E402
+                              SelectorProcess, TestClient)
+
+pytestmark = pytest.mark.skipif(not HAVE_MODEL, reason=NO_MODEL_REASON)
+
+AERIAL = "Fly over the flooded valley and take aerial photos of the damaged bridge"
+
+
+def drone_in_top3(msg) -> bool:
+    from bitgen_core.catalog import RobotCatalog
+    catalog = RobotCatalog.load()
+    return "drone" in [catalog.get(r).key for r in msg.robots[:3]]
+
+
+@pytest.fixture(scope="module")
+def ros():
+    import rclpy
+    rclpy.init()
+    client = TestClient()
+    yield client
+    client.close()
+    rclpy.try_shutdown()
+
+
+@pytest.fixture
+def node(ros, tmp_path):
+    proc = SelectorProcess(tmp_path, params={"use_image": False}).start()
+    ros.attach(proc.ns)
+    ros.bring_up()
+    ros.wait_matched(ros.task_pub)
+    yield proc
+    proc.stop()
+
+
+def test_grounding_the_drone_removes_it_and_forgetting_brings_it_back(ros, node):
+    assert drone_in_top3(ros.task_and_wait(AERIAL))
+    edit = ros.memory_edit("drone_grounded", "the drone is grounded")
+    assert edit.success, edit.message
+    assert edit.fact_count == 1
+    grounded = ros.task_and_wait(AERIAL)
+    assert not drone_in_top3(grounded), list(grounded.robots)
+    assert "drone_grounded" in grounded.memory_keys_used
+    forget = ros.memory_forget("drone_grounded")
+    assert forget.success, forget.message
+    assert drone_in_top3(ros.task_and_wait(AERIAL))
+    assert ros.memory_list().keys == []
+
+
+def test_facts_survive_a_restart_and_a_kill_9(ros, node, tmp_path):
+    assert ros.memory_edit("zone_b", "zone B is flooded").success
+    assert ros.memory_edit("drone_grounded", "the drone is grounded").success
+    node.stop(signal.SIGKILL)
+    # A new namespace: the killed node's endpoints linger in discovery until their lease
+    # expires, and a request sent to them would never be answered.
+    again = SelectorProcess(tmp_path).start()
+    try:
+        ros.attach(again.ns)
+        ros.bring_up()
+        listed = ros.memory_list()
+        assert listed.success and listed.keys == ["zone_b", "drone_grounded"]
+        assert listed.facts[1] == "the drone is grounded"
+        assert listed.write_times[0] <= listed.write_times[1]
+        assert [k for k in ros.memory_list("zone").keys] == ["zone_b"]
+        ros.wait_matched(ros.task_pub)
+        assert not drone_in_top3(ros.task_and_wait(AERIAL))
+    finally:
+        again.stop()
+
+
+def test_edits_need_the_token_and_respect_the_limits(ros, node):
+    wrong = ros.memory_edit("k1", "the drone is grounded", token="not-the-token-at-all")
+    assert not wrong.success and "token wrong" in wrong.message
+    missing = ros.memory_edit("k1", "the drone is grounded", token="")
+    assert not missing.success and "token missing" in missing.message
+    huge = ros.memory_edit("k1", "x" * 5000)
+    assert not huge.success and "limit" in huge.message
+    bad_key = ros.memory_edit("../etc", "fact")
+    assert not bad_key.success and "key" in bad_key.message
+    empty = ros.memory_edit("k1", "   ")
+    assert not empty.success and "empty" in empty.message
+    unknown = ros.memory_forget("never_written")
+    assert not unknown.success and unknown.message
+    assert ros.memory_list().keys == []
+    assert node.alive()
+    assert TOKEN not in node.log()                      # the secret is never logged
+
+
+def test_every_change_and_refusal_is_audited(ros, node, tmp_path):
+    from bitgen_core.audit import read_audit
+    assert ros.memory_edit("drone_grounded", "the drone is grounded").success
+    assert not ros.memory_edit("drone_grounded", "x", token="wrong-token-123456").success
+    assert ros.memory_forget("drone_grounded").success
+    records = list(read_audit(tmp_path / "memory.audit.log"))
+    assert [(r["action"], r["outcome"]) for r in records] == [
+        ("write", "ok"), ("write", "refused"), ("forget", "ok")]
+    assert records[0]["fact_sha256"] and "token wrong" in records[1]["reason"]
+
+
+def test_read_only_refuses_edits_once_switched_on(ros, node):
+    assert ros.set_params(read_only=True)[0].successful
+    refused = ros.memory_edit("k", "the drone is grounded")
+    assert not refused.success and "read-only" in refused.message
+    assert not ros.set_params(read_only=False)[0].successful
+
+
+def test_without_a_configured_token_edits_are_refused_clearly(ros, tmp_path):
+    proc = SelectorProcess(tmp_path, token=None).start()
+    try:
+        ros.attach(proc.ns)
+        ros.bring_up()
+        resp = ros.memory_edit("k", "the drone is grounded", token="anything-at-all")
+        assert not resp.success and "BITGEN_EDIT_TOKEN" in resp.message
+    finally:
+        proc.stop()
