@@ -52,11 +52,12 @@ import torch.nn as nn  # noqa: E402
 
 from bitgen_core import ternary  # noqa: E402
 from bitgen_core.errors import BitGenError  # noqa: E402
-from bitgen_core.quant import bitlinear_layers, set_export_mode  # noqa: E402
+from bitgen_core.quant import _MatMulInteger, activation_quant_int, bitlinear_layers, set_export_mode  # noqa: E402
 from bitgen_core.runtime.manifest import (MODEL_FORMAT, MODEL_FORMAT_VERSION, PACKED_PREFIX,  # noqa: E402
                                           write_manifest, write_t2)
 
 OPSET = 17
+HEAD_CANDIDATES = 16
 
 
 # ----------------------------------------------------------------------------- graph wrappers
@@ -105,15 +106,63 @@ class DecodeGraph(nn.Module):
 
 
 class SelectorGraph(nn.Module):
-    """State at [SEP] x robot embeddings -> Tiny-R1 (unrolled ACT) -> sigmoid per robot."""
+    """State at [SEP] x robot embeddings -> Tiny-R1 (unrolled ACT) -> sigmoid per robot.
+
+    The ACT loop is restated here with the reasoner's own layers because the TorchScript
+    tracer cannot record `reasoning.TinyR1Reasoner.forward`'s `tensor | python_bool`; the
+    arithmetic is the same (all max_steps steps, halting by masks) and the parity test holds
+    the two to the same numbers."""
 
     def __init__(self, model):
         super().__init__()
         self.m = model
 
+    def reason(self, x):
+        rs = self.m.reasoner
+        b, threshold = x.shape[0], 1.0 - rs.eps
+        h = x.new_zeros(b, rs.hidden_size)
+        c = x.new_zeros(b, rs.hidden_size)
+        cum, steps = x.new_zeros(b), x.new_zeros(b)
+        weighted = x.new_zeros(b, rs.hidden_size)
+        for n in range(rs.max_steps):
+            flag = x.new_full((b, 1), 1.0 if n == 0 else 0.0)
+            h, c = rs.cell(torch.cat([x, flag], dim=-1), h, c)
+            p = torch.sigmoid(rs.halt(h)).squeeze(-1)
+            running = cum < threshold
+            halts_here = running & (cum + p >= threshold) if n < rs.max_steps - 1 else running
+            w = torch.where(halts_here, 1.0 - cum, torch.where(running, p, torch.zeros_like(p)))
+            weighted = weighted + w.unsqueeze(-1) * h
+            steps = steps + running.to(x.dtype)
+            cum = cum + torch.where(running, p, torch.zeros_like(p))
+        return x + rs.out(weighted), steps
+
     def forward(self, sep_state, robot_emb):
-        logits, r = self.m.select_head(sep_state, robot_emb)
-        return torch.sigmoid(logits), logits, r.steps
+        state, steps = self.reason(sep_state)
+        logits = self.m.selector(state, robot_emb)
+        return torch.sigmoid(logits), logits, steps
+
+
+class HeadCandidatesGraph(nn.Module):
+    """Output-head shortlist: int8 per-row weights x int8 state -> top-k token ids.
+
+    The float32 head (vocab x d, 15.6 MB for d=128) is memory-bound at ~1 ms per token here;
+    its int8 copy is 4x smaller and runs through MatMulInteger. The runtime then re-scores the
+    k candidates with the exact float32 rows and takes the argmax, so greedy decoding returns
+    the float head's choice unless the true best token falls outside an int8 top-k (k=16;
+    int8 error is about 1% of a logit)."""
+
+    def __init__(self, weight: torch.Tensor, k: int):
+        super().__init__()
+        w = weight.detach().float()
+        scale = w.abs().amax(dim=1).clamp(min=1e-8) / 63.0     # 7 bits: see _uint8_activations
+        self.register_buffer("w_t", (w / scale[:, None]).round().clamp(-63, 63).to(torch.int8).t().contiguous())
+        self.register_buffer("scale", scale)
+        self.k = int(k)
+
+    def forward(self, state):
+        codes, _ = activation_quant_int(state)    # a positive per-row scale: ranking unchanged
+        acc = _MatMulInteger.apply(codes.to(torch.int8), self.w_t)
+        return torch.topk(acc.to(torch.float32) * self.scale, self.k, dim=-1).indices
 
 
 # ----------------------------------------------------------------------------- export helpers
@@ -148,6 +197,51 @@ def _externalize_ternary(proto: onnx.ModelProto, packed_by_bytes: dict[bytes, li
         entry.key, entry.value = "location", f"{PACKED_PREFIX}{layer}.t2"
         used.append({"initializer": init.name, "layer": layer, "shape": list(arr.shape)})
     return used
+
+
+def _uint8_activations(proto: onnx.ModelProto) -> int:
+    """Feed every MatMulInteger uint8 activations with zero point 128 instead of int8.
+
+    Same integers (x_u8 - 128 == x_s8, exact), but onnxruntime's CPU kernels take a fast u8 x s8
+    path (measured here: 13 us instead of 906 us for a 1x128 @ 128x704 matmul), while s8 x s8
+    falls back to a slow one. The AVX2 u8 x s8 kernel sums pairs of products in int16 with
+    saturation; with ternary weights a pair is at most 2 * 255 = 510, so it never saturates
+    (the head's int8 weights are kept to 7 bits for the same reason)."""
+    graph = proto.graph
+    producers = {o: n for n in graph.node for o in n.output}
+    zp = onnx.numpy_helper.from_array(np.array(128, dtype=np.uint8), "bitgen_act_zero_point")
+    off = onnx.numpy_helper.from_array(np.array(128.0, dtype=np.float32), "bitgen_act_offset")
+    graph.initializer.extend([zp, off])
+    rewritten, add_before = set(), {}
+    for node in graph.node:
+        if node.op_type != "MatMulInteger" or len(node.input) != 2:
+            continue
+        cast = producers.get(node.input[0])
+        to = next((a.i for a in cast.attribute if a.name == "to"), None) if cast is not None else None
+        if cast is None or cast.op_type != "Cast" or to != onnx.TensorProto.INT8:
+            raise BitGenError(f"MatMulInteger {node.name}: activation is not a Cast to int8; "
+                              "cannot switch it to uint8")
+        if id(cast) not in rewritten:
+            shifted = f"{cast.input[0]}_plus128"
+            add_before[id(cast)] = onnx.helper.make_node("Add", [cast.input[0], off.name], [shifted])
+            cast.input[0] = shifted
+            for a in cast.attribute:
+                if a.name == "to":
+                    a.i = onnx.TensorProto.UINT8
+            rewritten.add(id(cast))
+        node.input.append(zp.name)
+    names = {c.output[0] for c in graph.node if id(c) in rewritten}
+    keep = [vi for vi in graph.value_info if vi.name not in names]
+    del graph.value_info[:]
+    graph.value_info.extend(keep)
+    nodes = []
+    for n in graph.node:
+        if id(n) in add_before:
+            nodes.append(add_before[id(n)])
+        nodes.append(n)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return len(rewritten)
 
 
 def _ensure_all_ternary_external(proto: onnx.ModelProto, name: str) -> None:
@@ -219,10 +313,14 @@ def _write_directory(model, d: Path, model_id: str | None) -> dict:
         img_axes = {"image_tokens": {0: "batch"}, "image_mask": {0: "batch"}}
     graphs = {}
 
-    def add(name, module, args, ins, outs, axes):
+    def add(name, module, args, ins, outs, axes, ternary_graph=True):
         proto = onnx.load_from_string(_onnx_bytes(module, args, ins, outs, axes))
-        used = _externalize_ternary(proto, packed_by_bytes)
-        _ensure_all_ternary_external(proto, name)
+        for node in proto.graph.node:     # tracer stack traces: bytes the runtime never reads
+            node.doc_string = ""
+        _uint8_activations(proto)
+        used = _externalize_ternary(proto, packed_by_bytes) if ternary_graph else []
+        if ternary_graph:
+            _ensure_all_ternary_external(proto, name)
         onnx.save(proto, str(d / f"{name}.onnx"))
         graphs[name] = {"file": f"{name}.onnx", "inputs": ins, "outputs": outs, "ternary": used}
 
@@ -248,6 +346,9 @@ def _write_directory(model, d: Path, model_id: str | None) -> dict:
         {"x": {0: "batch", 1: "new"}, "past_k": {1: "batch", 3: "past"},
          "past_v": {1: "batch", 3: "past"}, "state": {0: "batch"},
          "k_new": {1: "batch", 3: "new"}, "v_new": {1: "batch", 3: "new"}, **img_axes})
+    add("head", HeadCandidatesGraph(model.lm_head.weight, HEAD_CANDIDATES), (torch.zeros(1, dm),),
+        ["state"], ["candidates"], {"state": {0: "batch"}, "candidates": {0: "batch"}},
+        ternary_graph=False)   # int8 (not ternary) weights, stored once, in the graph
     r = len(model.catalog)
     add("selector", SelectorGraph(model), (torch.zeros(1, dm), torch.randn(r, cfg.robot_embed_dim)),
         ["state", "robot_emb"], ["probabilities", "logits", "steps"],

@@ -1,0 +1,382 @@
+"""BitGenRuntime: robot selection from an exported model directory, with onnxruntime + numpy only.
+
+    rt = BitGenRuntime.load()                       # models/default, verified before anything runs
+    sel = rt.select("inspect the flooded culvert", image=rgb, on_token=print)
+    sel.robots[:3], sel.confidences[:3], sel.reasoning
+
+One selection, in the order the latency dict reports it:
+  vision   image -> preprocess (image_preprocess, same as training) -> vision.onnx -> image tokens
+  memory   task -> text_encoder.onnx -> z -> Larimar read (numpy, float64) -> z_read, facts used
+  prefill  [SINK][memory tokens][task][SEP] -> prefill.onnx -> state at [SEP] + K/V per layer
+  select   state x robot embeddings -> selector.onnx (Tiny-R1 + sigmoid per robot) -> ranking
+  trace    greedy decode: output head (numpy matmul on the shared embedding), decode.onnx one
+           token at a time against a numpy SinkKVCache, pieces streamed through `on_token`
+
+The KV cache keeps n_sink attention sinks plus a rolling window (StreamingLLM), keys stored
+before rotary, so `trace_stream` can run for any number of tokens at constant cost and memory.
+Nothing here imports torch; a test checks `sys.modules` after load + select.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import onnxruntime as ort
+import yaml
+
+from bitgen_core.catalog import RobotCatalog
+from bitgen_core.config import BitGenConfig
+from bitgen_core.errors import BitGenError, InputError, ModelLoadError
+from bitgen_core.image_preprocess import preprocess
+from bitgen_core.kvcache_np import SinkKVCache
+from bitgen_core.limits import DEFAULT_LIMITS, Limits, validate_task
+from bitgen_core.memory_np import EpisodicMemoryNP
+from bitgen_core.runtime.manifest import (MODEL_FORMAT, PACKED_PREFIX, CheckedFiles, check_files,
+                                          decode_t2, read_manifest)
+from bitgen_core.runtime.memory import RuntimeMemory
+from bitgen_core.tokenizer import BitGenTokenizer
+
+MODEL_DIR_ENV = "BITGEN_MODEL_DIR"
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_model_dir() -> Path:
+    """The shipped default model: $BITGEN_MODEL_DIR if set, else `models/default` of the source
+    checkout (next to bitgen_core/), else `<prefix>/share/bitgen_ros/models/default` where
+    setup.py / colcon install it."""
+    env = os.environ.get(MODEL_DIR_ENV)
+    if env:
+        return Path(env)
+    candidates = [_PACKAGE_ROOT / "models" / "default",
+                  Path(sys.prefix) / "share" / "bitgen_ros" / "models" / "default"]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+@dataclass
+class Selection:
+    robots: list[str]                 # ALL catalog robots (keys), best first
+    confidences: list[float]          # same order; independent sigmoids
+    top_k: int
+    reasoning: str
+    latency_ms: dict[str, float]      # vision, memory, prefill, select, trace, total
+    memory_keys_used: list[str]
+    model_id: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ModelFiles:
+    """A verified model directory, parsed: what the runtime (and `bitgen verify`) needs."""
+    directory: Path
+    checked: CheckedFiles
+    config: dict
+    model_config: BitGenConfig
+    tokenizer: BitGenTokenizer
+    catalog: RobotCatalog
+    embed: np.ndarray
+    lm_head: np.ndarray
+    robot_emb: np.ndarray
+    memory: EpisodicMemoryNP
+    ternary: dict[str, np.ndarray]
+    graph_files: dict[str, Path]
+    sessions: dict[str, ort.InferenceSession] = field(default_factory=dict)
+
+
+def _npy(data: bytes, name: str) -> np.ndarray:
+    """Parse .npy bytes without copying the payload (a read-only view of the checked bytes)."""
+    try:
+        f = io.BytesIO(data)
+        version = np.lib.format.read_magic(f)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(f)
+        if dtype.hasobject or fortran:
+            raise ValueError("unsupported array layout")
+        arr = np.frombuffer(data, dtype=dtype, count=int(np.prod(shape, dtype=np.int64)), offset=f.tell())
+        return arr.reshape(shape)
+    except (ValueError, TypeError) as e:
+        raise ModelLoadError(f"model file {name} is not a valid .npy array ({e})") from None
+
+
+def _session_options(threads: int) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = max(1, int(threads))
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    # let the intra-op pool sleep between calls: a robot node shares its CPU with other software
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return so
+
+
+def load_model_files(model_dir: str | os.PathLike, threads: int = 1, build_sessions: bool = True) -> ModelFiles:
+    """Verify the manifest (sizes + sha256 of every file), then parse everything; any problem
+    raises ModelLoadError naming the file, before a single graph has run."""
+    d = Path(model_dir)
+    manifest = read_manifest(d)
+    checked = check_files(d, manifest, keep=lambda rel: not rel.endswith(".onnx"))
+    c = checked.contents
+
+    def text(rel):
+        try:
+            return c[rel].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ModelLoadError(f"model file {rel} is not UTF-8 text") from None
+
+    try:
+        config = json.loads(text("config.json"))
+        if config.get("format") != MODEL_FORMAT or config.get("model_id") != manifest["model_id"]:
+            raise ValueError("format or model_id does not match the manifest")
+        model_config = BitGenConfig.from_dict(config["model"])
+    except (ValueError, KeyError, TypeError, BitGenError) as e:
+        raise ModelLoadError(f"model file config.json is invalid ({e}); re-export the model") from None
+    try:
+        from tokenizers import Tokenizer
+        tokenizer = BitGenTokenizer(Tokenizer.from_str(text("tokenizer.json")))
+    except ModelLoadError:
+        raise
+    except Exception as e:   # tokenizers raises bare Exception on malformed JSON
+        raise ModelLoadError(f"model file tokenizer.json is unreadable: {e}".splitlines()[0]) from None
+    try:
+        catalog = RobotCatalog.from_dict(yaml.safe_load(text("catalog.yaml")))
+    except (yaml.YAMLError, BitGenError) as e:
+        raise ModelLoadError(f"model file catalog.yaml is invalid: {e}".splitlines()[0]) from None
+    if tokenizer.vocab_size != model_config.vocab_size:
+        raise ModelLoadError(f"tokenizer.json has {tokenizer.vocab_size} tokens, config.json says "
+                             f"{model_config.vocab_size}")
+    embed = _npy(c[config["embedding"]], config["embedding"])
+    lm_head = embed if config["lm_head"] == config["embedding"] else _npy(c[config["lm_head"]], config["lm_head"])
+    for name, arr in ((config["embedding"], embed), (config["lm_head"], lm_head)):
+        if arr.shape != (model_config.vocab_size, model_config.d_model) or arr.dtype != np.float32:
+            raise ModelLoadError(f"model file {name} has shape {arr.shape} {arr.dtype}, expected "
+                                 f"({model_config.vocab_size}, {model_config.d_model}) float32")
+    rcfg = config["robot_embeddings"]
+    robot_emb = _npy(c[rcfg["file"]], rcfg["file"])
+    try:
+        memory = EpisodicMemoryNP.load(io.BytesIO(c[config["memory"]]))
+    except (ValueError, KeyError, OSError) as e:
+        raise ModelLoadError(f"model file {config['memory']} is invalid ({e}); re-export the model") from None
+    if memory.dim != model_config.memory_dim:
+        raise ModelLoadError(f"memory.npz has dim {memory.dim}, config.json says {model_config.memory_dim}")
+    ternary = {}
+    for layer, meta in config["ternary"].items():
+        rel = f"weights/{layer}.t2"
+        if rel not in c:
+            raise ModelLoadError(f"model file {rel} is not listed in the manifest; re-export the model")
+        q, _ = decode_t2(c[rel], rel)
+        if list(q.shape) != list(meta["shape"]):
+            raise ModelLoadError(f"model file {rel} holds shape {q.shape}, config.json says {meta['shape']}")
+        ternary[layer] = q
+    graph_files = {}
+    for name, g in config["graphs"].items():
+        if g["file"] not in manifest["files"]:
+            raise ModelLoadError(f"graph {g['file']} is not listed in the manifest; re-export the model")
+        for t in g["ternary"]:
+            if t["layer"] not in ternary:
+                raise ModelLoadError(f"{g['file']} needs packed weights {t['layer']}.t2, which are missing")
+        graph_files[name] = d / g["file"]
+    files = ModelFiles(d, checked, config, model_config, tokenizer, catalog, embed, lm_head, robot_emb,
+                       memory, ternary, graph_files)
+    if build_sessions:
+        files.sessions = _build_sessions(files, threads)
+    return files
+
+
+def _build_sessions(files: ModelFiles, threads: int) -> dict[str, ort.InferenceSession]:
+    # one (in, out) int8 array per layer, shared by every graph that uses it
+    transposed: dict[str, np.ndarray] = {}
+    sessions = {}
+    for name, g in files.config["graphs"].items():
+        so = _session_options(threads)
+        names, values = [], []
+        for t in g["ternary"]:
+            arr = transposed.get(t["layer"])
+            if arr is None:
+                arr = transposed[t["layer"]] = np.ascontiguousarray(files.ternary[t["layer"]].T)
+            if list(arr.shape) != list(t["shape"]):
+                raise ModelLoadError(f"{g['file']}: packed layer {t['layer']} has shape {arr.shape}, "
+                                     f"the graph expects {t['shape']}")
+            names.append(t["initializer"])
+            values.append(ort.OrtValue.ortvalue_from_numpy(arr))
+        if names:
+            so.add_external_initializers(names, values)
+        try:
+            sessions[name] = ort.InferenceSession(str(files.graph_files[name]), so,
+                                                  providers=["CPUExecutionProvider"])
+        except Exception as e:   # onnxruntime raises its own exception types
+            raise ModelLoadError(f"model file {g['file']} cannot be loaded by onnxruntime: "
+                                 f"{e}".splitlines()[0][:300]) from None
+    return sessions
+
+
+class BitGenRuntime:
+    def __init__(self, files: ModelFiles, memory_path=None, *, limits: Limits = DEFAULT_LIMITS,
+                 edit_guard=None, audit_log=None, memory_similarity: float = 0.5,
+                 recover_memory: bool = False) -> None:
+        self.files = files
+        self.model_dir = files.directory
+        self.model_id: str = files.checked.manifest["model_id"]
+        self.config = files.model_config
+        self.catalog: RobotCatalog = files.catalog
+        self.tokenizer = files.tokenizer
+        self.limits = limits
+        self._s = files.sessions
+        self._embed, self._lm_head = files.embed, files.lm_head
+        tokens = files.config["tokens"]
+        self._pad, self._sep, self._eos, self._sink = (tokens[k] for k in ("pad", "sep", "eos", "sink"))
+        self._vision = files.config.get("vision")
+        cfg = self.config
+        self._no_image = (np.zeros((1, cfg.n_image_tokens, cfg.d_model), np.float32),
+                          np.zeros((1, cfg.n_image_tokens), bool))
+        self._kv_empty = (cfg.n_layers, 1, cfg.n_heads, 0, cfg.head_dim)
+        rcfg = files.config["robot_embeddings"]
+        if rcfg["catalog_fingerprint"] == self.catalog.fingerprint():
+            self.robot_embeddings = np.ascontiguousarray(files.robot_emb, dtype=np.float32)
+        else:   # the catalog was edited after export: embed the new descriptions
+            self.robot_embeddings = self._encode_texts(self.catalog.texts(), rcfg["max_tokens"])[2]
+        self.memory = RuntimeMemory(files.memory, self.encode_fact, memory_path, limits=limits,
+                                    guard=edit_guard, audit=audit_log,
+                                    similarity_threshold=memory_similarity, recover=recover_memory)
+
+    @classmethod
+    def load(cls, model_dir: str | os.PathLike | None = None, memory_path: str | os.PathLike | None = None,
+             threads: int = 1, **kwargs) -> "BitGenRuntime":
+        """Verify and load a model directory (None: the shipped default, see default_model_dir).
+        Raises ModelLoadError (one line, naming the file) on anything missing or corrupt."""
+        files = load_model_files(model_dir if model_dir is not None else default_model_dir(), threads)
+        return cls(files, memory_path, **kwargs)
+
+    # ------------------------------------------------------------------ pieces
+    def _encode_texts(self, texts: list[str], max_len: int):
+        ids, mask = self.tokenizer.encode_batch(texts, max_len)
+        ids = np.concatenate([np.full((len(texts), 1), self._sink, np.int64), ids], axis=1)
+        mask = np.concatenate([np.zeros((len(texts), 1), np.int64), mask], axis=1).astype(np.float32)
+        return self._s["text_encoder"].run(None, {"x": self._embed[ids], "mask": mask})
+
+    def encode_fact(self, text: str) -> np.ndarray:
+        """Memory encoding z (C,) of a fact or a query, as the trained model computes it."""
+        return self._encode_texts([text], self.config.max_task_tokens)[1][0]
+
+    def encode_image(self, image: np.ndarray) -> np.ndarray:
+        """HxWx3 uint8 RGB -> image tokens (1, n_image_tokens, d)."""
+        if self._vision is None:
+            raise InputError("this model has no vision encoder; select without an image")
+        if isinstance(image, np.ndarray) and image.ndim >= 2 and \
+                image.shape[0] * image.shape[1] > self.limits.max_image_pixels:
+            raise InputError(f"image has {image.shape[0] * image.shape[1]} pixels, the limit is "
+                             f"{self.limits.max_image_pixels}")
+        v = self._vision
+        try:
+            x = preprocess(image, v["image_size"], tuple(v["mean"]), tuple(v["std"]))
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        return self._s["vision"].run(None, {"images": x[None]})[0]
+
+    def _image_feeds(self, image_tokens) -> dict:
+        if self._vision is None:
+            return {}
+        if image_tokens is None:
+            return {"image_tokens": self._no_image[0], "image_mask": self._no_image[1]}
+        return {"image_tokens": image_tokens, "image_mask": np.ones(image_tokens.shape[:2], bool)}
+
+    def _start(self, task: str, image, lat: dict):
+        """vision + memory + prefill -> (state (1, d), cache, image feeds, memory keys used)."""
+        cfg = self.config
+        task = validate_task(task, self.limits)
+        t = time.perf_counter()
+        image_tokens = self.encode_image(image) if image is not None else None
+        lat["vision"] = (time.perf_counter() - t) * 1e3
+        t = time.perf_counter()
+        self.memory.sync()
+        ids = self.tokenizer.encode(task, cfg.max_task_tokens)
+        z = self._s["text_encoder"].run(None, {
+            "x": self._embed[np.array([[self._sink] + ids])],
+            "mask": np.array([[0.0] + [1.0] * len(ids)], np.float32)})[1]
+        z_read, keys = self.memory.read(z[0])
+        lat["memory"] = (time.perf_counter() - t) * 1e3
+        t = time.perf_counter()
+        prompt = [self._sink] + [self._pad] * cfg.n_memory_tokens + ids + [self._sep]
+        img = self._image_feeds(image_tokens)
+        state, k, v = self._s["prefill"].run(None, {"x": self._embed[np.array([prompt])],
+                                                    "z_read": z_read[None], **img})
+        cache = SinkKVCache(cfg.n_sink, cfg.window)
+        cache.append(k, v)
+        lat["prefill"] = (time.perf_counter() - t) * 1e3
+        return state, cache, img, keys
+
+    def _next_token(self, state: np.ndarray) -> int:
+        """Greedy pick: int8 head shortlist (head.onnx), exact float32 re-score of the shortlist."""
+        cand = self._s["head"].run(None, {"state": state})[0][0]
+        return int(cand[np.argmax(self._lm_head[cand] @ state[0])])
+
+    def _decode(self, state, cache: SinkKVCache, img: dict, max_tokens: int, ignore_eos: bool = False
+                ) -> Iterator[int]:
+        """Greedy trace tokens after a prefill; each decode step appends to the sink cache."""
+        dec = self._s["decode"]
+        for i in range(max_tokens):
+            pick = self._next_token(state)
+            yield pick
+            if (pick == self._eos and not ignore_eos) or i == max_tokens - 1:
+                return
+            past_k, past_v = cache.past(self._kv_empty)
+            state, k_new, v_new = dec.run(None, {"x": self._embed[np.array([[pick]])],
+                                                 "past_k": past_k, "past_v": past_v, **img})
+            cache.append(k_new, v_new)
+
+    # ------------------------------------------------------------------ public API
+    def select(self, task: str, image: np.ndarray | None = None, top_k: int = 3,
+               max_trace_tokens: int = 32, on_token: Callable[[str], None] | None = None) -> Selection:
+        t0 = time.perf_counter()
+        lat: dict[str, float] = {}
+        state, cache, img, keys = self._start(task, image, lat)
+        t = time.perf_counter()
+        probs = self._s["selector"].run(["probabilities"], {"state": state,
+                                                            "robot_emb": self.robot_embeddings})[0][0]
+        order = np.argsort(-probs, kind="stable")
+        lat["select"] = (time.perf_counter() - t) * 1e3
+        t = time.perf_counter()
+        stream = self.tokenizer.decode_stream()
+        pieces = []
+        for tok in self._decode(state, cache, img, max(0, int(max_trace_tokens))):
+            piece = stream.step(tok)
+            if piece:
+                pieces.append(piece)
+                if on_token is not None:
+                    on_token(piece)
+        lat["trace"] = (time.perf_counter() - t) * 1e3
+        lat["total"] = (time.perf_counter() - t0) * 1e3
+        return Selection(robots=[self.catalog.keys[i] for i in order],
+                         confidences=[float(probs[i]) for i in order],
+                         top_k=max(0, min(int(top_k), len(order))), reasoning="".join(pieces),
+                         latency_ms=lat, memory_keys_used=keys, model_id=self.model_id)
+
+    def trace_stream(self, task: str, image: np.ndarray | None = None, max_new_tokens: int | None = None,
+                     ignore_eos: bool = False, window: int | None = None) -> Iterator[int]:
+        """Trace token ids as generated, for as long as asked (None: until [EOS], unbounded).
+
+        With ignore_eos the stream keeps decoding past [EOS]: per-token cost and memory stay
+        constant because the cache keeps n_sink + window tokens. `window` overrides the rolling
+        window (a huge value gives the full-cache baseline the benchmark compares against)."""
+        lat: dict[str, float] = {}
+        state, cache, img, _ = self._start(task, image, lat)
+        if window is not None:
+            full = SinkKVCache(self.config.n_sink, window)
+            full.append(cache.k, cache.v)
+            cache = full
+        n = max_new_tokens if max_new_tokens is not None else sys.maxsize
+        yield from self._decode(state, cache, img, n, ignore_eos)
+
+    def robot_probabilities(self, task: str, image: np.ndarray | None = None) -> dict[str, float]:
+        """Probability per catalog robot (catalog order), without a trace."""
+        sel = self.select(task, image, max_trace_tokens=0)
+        return dict(zip(sel.robots, sel.confidences))
