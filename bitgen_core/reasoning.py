@@ -92,8 +92,8 @@ class TinyR1Reasoner(nn.Module):
             h, c = self.cell(torch.cat([x, flag], dim=-1), h, c)
             p = torch.sigmoid(self.halt(h)).squeeze(-1)
             running = cum < threshold                                  # not halted before step n
-            last = n == self.max_steps - 1
-            halts_here = running & ((cum + p >= threshold) | last) if not last else running
+            # the last step takes all the remaining mass: N never exceeds max_steps
+            halts_here = running if n == self.max_steps - 1 else running & (cum + p >= threshold)
             r = 1.0 - cum
             w = torch.where(halts_here, r, torch.where(running, p, torch.zeros_like(p)))
             weighted = weighted + w.unsqueeze(-1) * h

@@ -252,3 +252,71 @@ def test_print_param_counts(capsys):
     print_param_counts(("nano",))
     out = capsys.readouterr().out
     assert "embeddings" in out and "backbone" in out and "nano" in out
+
+
+class _Piece(torch.nn.Module):
+    """Wraps one export piece; holds the model as a submodule so weights become initializers."""
+
+    def __init__(self, model, fn):
+        super().__init__()
+        self.model, self.fn = model, fn
+
+    def forward(self, *args):
+        return self.fn(self.model, *args)
+
+
+def _onnx_run(module, args, names, dynamic):
+    import io
+    import warnings
+
+    import onnxruntime as ort
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, buf, input_names=names, dynamic_axes=dynamic,
+                          opset_version=17, dynamo=False)
+    return ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+
+
+def test_export_pieces_run_in_onnxruntime_with_integer_bitlinear(tok):
+    from bitgen_core.quant import set_export_mode
+    model = nano(tok, vision_kind="none").eval()
+    cfg = model.config
+    with torch.no_grad():
+        for b in model.blocks:
+            if b.xattn is not None:
+                b.xattn.gate.fill_(0.5)
+    set_export_mode(model, True)
+    ids = torch.tensor([model.prompt_ids("inspect the hull of the boat")])
+    z = torch.randn(1, cfg.memory_dim)
+    img = torch.randn(1, cfg.n_image_tokens, cfg.d_model)
+    img_mask = torch.ones(1, cfg.n_image_tokens, dtype=torch.bool)
+    with torch.no_grad():
+        h, k, v = model.prefill(ids, z, img, img_mask)
+        prefill = _onnx_run(_Piece(model, BitGenModel.prefill), (ids, z, img, img_mask), ["ids", "z", "img", "img_mask"],
+                            {"ids": {1: "L"}})
+        got = prefill.run(None, {"ids": ids.numpy(), "z": z.numpy(), "img": img.numpy(),
+                                 "img_mask": img_mask.numpy()})
+        np.testing.assert_allclose(got[0], h.numpy(), atol=1e-4)
+        np.testing.assert_allclose(got[1], k.numpy(), atol=1e-4)     # per-layer pre-rotary keys
+        step = torch.tensor([[tok.encode("water")[0]]])
+        decode = _onnx_run(_Piece(model, BitGenModel.decode_step), (step, k, v, img, img_mask),
+                           ["ids", "past_k", "past_v", "img", "img_mask"], {"past_k": {3: "L"}, "past_v": {3: "L"}})
+        k2, v2 = torch.randn(2, cfg.n_layers, 1, cfg.n_heads, 30, cfg.head_dim).unbind(0)
+        ref = model.decode_step(step, k2, v2, img, img_mask)[0]
+        got = decode.run(None, {"ids": step.numpy(), "past_k": k2.numpy(), "past_v": v2.numpy(),
+                                "img": img.numpy(), "img_mask": img_mask.numpy()})[0]
+        np.testing.assert_allclose(got, ref.numpy(), atol=1e-4)   # another cache length, same graph
+        t_ids, t_mask = model._tokens(["the drone is grounded", "zone b is flooded today"], 16)
+        text = _onnx_run(_Piece(model, lambda mdl, i, m: mdl.memory_key(mdl.encode_text(i, m))), (t_ids, t_mask),
+                         ["ids", "mask"], {"ids": {0: "B", 1: "L"}, "mask": {0: "B", 1: "L"}})
+        got = text.run(None, {"ids": t_ids.numpy(), "mask": t_mask.numpy()})[0]
+        np.testing.assert_allclose(got, model.memory_key(model.encode_text(t_ids, t_mask)).numpy(), atol=1e-4)
+        robot_emb = model.robot_embeddings()
+        head = _onnx_run(_Piece(model, lambda mdl, s, e: mdl.select_head(s, e)[0]), (h[:, -1], robot_emb),
+                         ["state", "robot_emb"], {"robot_emb": {0: "R"}})
+        got = head.run(None, {"state": h[:, -1].numpy(), "robot_emb": robot_emb.numpy()})[0]
+        probs = torch.sigmoid(model.select_head(h[:, -1], robot_emb)[0]).numpy()
+        # 8 recurrent int8 steps: a rare rounding flip may move a logit a little, never far
+        np.testing.assert_allclose(1 / (1 + np.exp(-got)), probs, atol=0.02)
+    set_export_mode(model, False)
