@@ -33,7 +33,7 @@ stamp_set() { mkdir -p "$STAMPS"; printf '%s\n' "$2" > "$STAMPS/$1"; }
 check_toolchain() {
   local cc="${CC:-cc}" cxx="${CXX:-c++}" v
   command -v "$cc" >/dev/null 2>&1 && command -v "$cxx" >/dev/null 2>&1 \
-    || die "no C/C++ compiler ($cc, $cxx) found. rosidl compiles the message type support: " \
+    || die "no C/C++ compiler ($cc, $cxx) found. rosidl compiles the message type support:" \
            "install one (Debian/Ubuntu: apt-get install build-essential) and re-run make."
   command -v cmake >/dev/null 2>&1 \
     || die "cmake not found. Install it (Debian/Ubuntu: apt-get install cmake) and re-run make."
@@ -62,7 +62,10 @@ make_venv() {
   command -v "$want" >/dev/null 2>&1 \
     || die "Python interpreter '$want' not found. Install Python $WHEELS_PYTHON_VERSION" \
            "(with its venv module) or point make at one: make test PYTHON=/path/to/python3.11"
-  local have; have="$(python_version "$want")" || die "'$want' does not run as a Python interpreter."
+  local have
+  have="$(python_version "$want")" \
+    || die "'$want' does not run as a Python interpreter: $("$want" --version 2>&1 | head -2)." \
+           "Point make at a Python $WHEELS_PYTHON_VERSION: make test PYTHON=/path/to/python3.11"
   if [ -n "${ROS_DISTRO:-}" ]; then
     # The distro's rclpy is built for the system Python: the venv must be made from that
     # interpreter and see its site-packages.
