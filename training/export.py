@@ -175,6 +175,23 @@ def _onnx_bytes(module: nn.Module, args: tuple, input_names, output_names, dynam
     return buf.getvalue()
 
 
+def _constants_to_initializers(proto: onnx.ModelProto) -> None:
+    """The TorchScript exporter stores folded buffers as Constant nodes; make them initializers
+    so the ternary ones can be pointed at their packed files."""
+    graph, keep = proto.graph, []
+    for node in graph.node:
+        value = next((a for a in node.attribute if a.name == "value"), None)
+        if node.op_type == "Constant" and value is not None and value.t.data_type == onnx.TensorProto.INT8:
+            t = onnx.TensorProto()
+            t.CopyFrom(value.t)
+            t.name = node.output[0]
+            graph.initializer.append(t)
+        else:
+            keep.append(node)
+    del graph.node[:]
+    graph.node.extend(keep)
+
+
 def _externalize_ternary(proto: onnx.ModelProto, packed_by_bytes: dict[bytes, list[str]]) -> list[dict]:
     """Point every int8 ternary initializer at its packed file instead of embedding it.
 
@@ -248,6 +265,9 @@ def _ensure_all_ternary_external(proto: onnx.ModelProto, name: str) -> None:
     left = [i.name for i in proto.graph.initializer
             if i.data_type == onnx.TensorProto.INT8 and i.data_location != onnx.TensorProto.EXTERNAL
             and int(np.prod(i.dims or [1])) > 1]
+    left += [n.output[0] for n in proto.graph.node if n.op_type == "Constant"
+             and any(a.name == "value" and a.t.data_type == onnx.TensorProto.INT8 and len(a.t.dims) == 2
+                     for a in n.attribute)]
     if left:
         raise BitGenError(f"{name}: int8 initializers not matched to a BitLinear: {left[:3]}")
 
@@ -317,6 +337,7 @@ def _write_directory(model, d: Path, model_id: str | None) -> dict:
         proto = onnx.load_from_string(_onnx_bytes(module, args, ins, outs, axes))
         for node in proto.graph.node:     # tracer stack traces: bytes the runtime never reads
             node.doc_string = ""
+        _constants_to_initializers(proto)
         _uint8_activations(proto)
         used = _externalize_ternary(proto, packed_by_bytes) if ternary_graph else []
         if ternary_graph:

@@ -361,20 +361,20 @@ class BitGenRuntime:
                          latency_ms=lat, memory_keys_used=keys, model_id=self.model_id)
 
     def trace_stream(self, task: str, image: np.ndarray | None = None, max_new_tokens: int | None = None,
-                     ignore_eos: bool = False, window: int | None = None) -> Iterator[int]:
+                     ignore_eos: bool = False, cache: SinkKVCache | None = None) -> Iterator[int]:
         """Trace token ids as generated, for as long as asked (None: until [EOS], unbounded).
 
-        With ignore_eos the stream keeps decoding past [EOS]: per-token cost and memory stay
-        constant because the cache keeps n_sink + window tokens. `window` overrides the rolling
-        window (a huge value gives the full-cache baseline the benchmark compares against)."""
+        With ignore_eos the stream keeps decoding past [EOS]; per-token cost and memory stay
+        constant because the cache keeps n_sink + window tokens. Pass your own (empty) `cache`
+        to watch it or to size it differently (a huge window is the full-cache baseline the
+        benchmark compares against)."""
         lat: dict[str, float] = {}
-        state, cache, img, _ = self._start(task, image, lat)
-        if window is not None:
-            full = SinkKVCache(self.config.n_sink, window)
-            full.append(cache.k, cache.v)
-            cache = full
+        state, own, img, _ = self._start(task, image, lat)
+        if cache is not None:
+            cache.append(own.k, own.v)
+            own = cache
         n = max_new_tokens if max_new_tokens is not None else sys.maxsize
-        yield from self._decode(state, cache, img, n, ignore_eos)
+        yield from self._decode(state, own, img, n, ignore_eos)
 
     def robot_probabilities(self, task: str, image: np.ndarray | None = None) -> dict[str, float]:
         """Probability per catalog robot (catalog order), without a trace."""

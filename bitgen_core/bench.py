@@ -1,0 +1,342 @@
+"""`bitgen bench`: the runtime's latency, memory and size figures against the issue's targets.
+
+    bitgen bench [--model DIR] [--checkpoint CKPT] [--out-json bench.json] [--out-md bench.md]
+
+Measured in one run, on this machine (described in the output: CPU, cores, AVX2/VNNI, load,
+onnxruntime version):
+- end-to-end `select` (image + task -> all robots ranked, top-3, trace of up to 32 tokens)
+  p50/p95 on 1 and 2 threads, and its parts (vision encode, memory, prefill, selector);
+- trace generation tokens/s (one stream past [EOS], 1 thread);
+- memory write / forget ms (in RAM: encode + Larimar update; and persisted to a store file);
+- peak RSS of a fresh process that loads the runtime and runs N selections (default 1,000);
+- per-token latency and RSS at tokens 100 / 1,000 / 10,000 of one stream, with the sink cache
+  and with a full cache (the growth the sink cache avoids), each in a fresh process;
+- the same selection on the torch model in eager fp32 (needs --checkpoint; a child process,
+  so this process never imports torch), and the speed ratio;
+- model bytes on disk: packed ternary weights vs their float32 size, and the whole directory.
+Each target prints PASS or FAIL with its figure. Child processes run `python -m bitgen_core.bench
+--child ...` and answer with one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+TASKS = ["inspect the cracked chimney on the roof of the old mill",
+         "carry three crates of tools across the warehouse floor",
+         "search the collapsed parking garage for trapped people",
+         "check the hull of the ferry below the waterline",
+         "deliver a first-aid kit up the stairs to the third floor",
+         "patrol the fence line of the solar farm at night",
+         "photograph the flooded underpass from above",
+         "open the valve in the pump room and read the gauge"]
+STREAM_POINTS = (100, 1000, 10000)
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--checkpoint", help="torch checkpoint of the same model, for the eager fp32 comparison")
+    ap.add_argument("--out-json", default="bench.json")
+    ap.add_argument("--out-md", default="bench.md")
+    ap.add_argument("--iterations", type=int, default=100, help="timed selections per thread count")
+    ap.add_argument("--rss-selections", type=int, default=1000)
+    ap.add_argument("--stream-tokens", type=int, default=10000, help="length of the streaming test")
+    ap.add_argument("--quick", action="store_true", help="small counts (a smoke run, not a benchmark)")
+
+
+# ----------------------------------------------------------------------------- machine
+def machine() -> dict:
+    import onnxruntime
+    info = {"python": platform.python_version(), "platform": platform.platform(),
+            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
+            "cores": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "")
+        flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
+        info.update(cpu=model, avx2="avx2" in flags, avx512f="avx512f" in flags,
+                    vnni=bool(flags & {"avx512_vnni", "avx_vnni"}))
+    except OSError:
+        info.update(cpu=platform.processor())
+    return info
+
+
+def _pct(xs, q) -> float:
+    return float(np.percentile(np.asarray(xs, dtype=np.float64), q)) if len(xs) else float("nan")
+
+
+def _images(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [(rng.random((480, 640, 3)) * 255).astype(np.uint8) for _ in range(n)]
+
+
+def _rss_mb() -> float:
+    import psutil
+    return psutil.Process().memory_info().rss / 2**20
+
+
+# ----------------------------------------------------------------------------- children
+def child_rss(model: str | None, n: int) -> dict:
+    from bitgen_core.runtime import BitGenRuntime
+    rt = BitGenRuntime.load(model, threads=1)
+    after_load = _rss_mb()
+    images = _images(4)
+    for i in range(n):
+        rt.select(TASKS[i % len(TASKS)], images[i % len(images)], max_trace_tokens=32)
+    return {"rss_after_load_mb": after_load, "rss_end_mb": _rss_mb(),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "selections": n, "torch_imported": "torch" in sys.modules}
+
+
+def child_stream(model: str | None, tokens: int, full: bool) -> dict:
+    from bitgen_core.runtime import BitGenRuntime
+    rt = BitGenRuntime.load(model, threads=1)
+    from bitgen_core.kvcache_np import SinkKVCache
+    cfg = rt.config
+    cache = SinkKVCache(cfg.n_sink, 10**9 if full else cfg.window)
+    points = [p for p in STREAM_POINTS if p <= tokens] or [tokens]
+    times, rss = [], {}
+    it = rt.trace_stream(TASKS[0], None, max_new_tokens=tokens, ignore_eos=True, cache=cache)
+    t = time.perf_counter()
+    for i, _ in enumerate(it, 1):
+        now = time.perf_counter()
+        times.append(now - t)
+        t = now
+        if i in points:
+            rss[i] = _rss_mb()
+    out = {}
+    for p in points:   # median of the 21 tokens around the point: one token is too noisy
+        lo, hi = max(0, p - 11), min(len(times), p + 10)
+        out[str(p)] = {"ms_per_token": float(np.median(times[lo:hi])) * 1e3, "rss_mb": rss.get(p)}
+    return {"points": out, "tokens": len(times), "full_cache": full}
+
+
+def child_torch(checkpoint: str, iterations: int) -> dict:
+    import torch
+    torch.set_num_threads(1)
+    from bitgen_core.model import BitGenModel
+    model = BitGenModel.load(checkpoint).eval()
+    images = _images(4)
+    lat = []
+    for i in range(iterations + 2):
+        t = time.perf_counter()
+        with torch.no_grad():
+            model.select(TASKS[i % len(TASKS)], images[i % len(images)], top_k=3, trace_tokens=32)
+        if i >= 2:
+            lat.append((time.perf_counter() - t) * 1e3)
+    return {"p50_ms": _pct(lat, 50), "p95_ms": _pct(lat, 95), "iterations": iterations,
+            "torch": torch.__version__}
+
+
+def _run_child(kind: str, *args: str) -> dict:
+    cmd = [sys.executable, "-m", "bitgen_core.bench", "--child", kind, *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(Path(__file__).resolve().parents[1]))
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"{kind} child failed: {tail}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- in-process parts
+def bench_select(rt, iterations: int) -> dict:
+    images = _images(4)
+    for i in range(3):
+        rt.select(TASKS[i], images[i % 4], max_trace_tokens=32)
+    rows = []
+    for i in range(iterations):
+        sel = rt.select(TASKS[i % len(TASKS)], images[i % 4], top_k=3, max_trace_tokens=32)
+        rows.append(sel.latency_ms)
+    part = {k: _pct([r[k] for r in rows], 50) for k in rows[0]}
+    total = [r["total"] for r in rows]
+    return {"p50_ms": _pct(total, 50), "p95_ms": _pct(total, 95), "parts_p50_ms": part,
+            "iterations": iterations}
+
+
+def bench_trace(rt, tokens: int) -> dict:
+    n, t = 0, time.perf_counter()
+    for _ in rt.trace_stream(TASKS[1], None, max_new_tokens=tokens, ignore_eos=True):
+        n += 1
+    dt = time.perf_counter() - t   # includes one prefill; amortised over the tokens
+    return {"tokens": n, "tokens_per_s": n / dt}
+
+
+def bench_memory(rt_factory, n: int) -> dict:
+    import tempfile
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, path in (("ram", None), ("store", os.path.join(tmp, "facts.json"))):
+            rt = rt_factory(path)
+            w, f = [], []
+            for i in range(n):
+                t = time.perf_counter()
+                r = rt.memory.write(f"fact_{i}", f"the robot number {i} is out of service today")
+                w.append((time.perf_counter() - t) * 1e3)
+                assert r.success, r.message
+            for i in range(n):
+                t = time.perf_counter()
+                rt.memory.forget(f"fact_{i}")
+                f.append((time.perf_counter() - t) * 1e3)
+            out[label] = {"write_p50_ms": _pct(w, 50), "forget_p50_ms": _pct(f, 50), "n": n}
+    return out
+
+
+def model_bytes(model_dir: Path) -> dict:
+    cfg = json.loads((model_dir / "config.json").read_text())
+    n_ternary = sum(int(np.prod(v["shape"])) for v in cfg["ternary"].values())
+    packed = sum((model_dir / "weights" / f"{k}.t2").stat().st_size for k in cfg["ternary"])
+    total = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
+    return {"ternary_weights": n_ternary, "packed_bytes": packed, "fp32_bytes": 4 * n_ternary,
+            "packed_over_fp32": packed / max(1, 4 * n_ternary), "model_dir_bytes": total,
+            "files": {p.relative_to(model_dir).as_posix(): p.stat().st_size
+                      for p in sorted(model_dir.glob("*")) if p.is_file()}}
+
+
+# ----------------------------------------------------------------------------- report
+def targets(r: dict) -> list[tuple[str, bool | None, str]]:
+    out = []
+
+    def add(name, ok, figure):
+        out.append((name, ok, figure))
+    s1 = r["select"]["1"]
+    add("e2e p50 <= 30 ms (1 thread)", s1["p50_ms"] <= 30, f"{s1['p50_ms']:.1f} ms")
+    add("e2e p95 <= 45 ms (1 thread)", s1["p95_ms"] <= 45, f"{s1['p95_ms']:.1f} ms")
+    add("trace >= 1000 tokens/s (1 thread)", r["trace"]["tokens_per_s"] >= 1000,
+        f"{r['trace']['tokens_per_s']:.0f} tokens/s")
+    rss = r["rss"]
+    if "error" in rss:
+        add("peak RSS <= 100 MB", None, rss["error"])
+    else:
+        add("peak RSS <= 100 MB", rss["peak_rss_mb"] <= 100,
+            f"{rss['peak_rss_mb']:.1f} MB over {rss['selections']} selections")
+    tc = r.get("torch")
+    if tc and "p50_ms" in tc:
+        ratio = tc["p50_ms"] / s1["p50_ms"]
+        add(">= 5x faster than torch eager fp32", ratio >= 5, f"{ratio:.1f}x ({tc['p50_ms']:.1f} ms torch)")
+    else:
+        add(">= 5x faster than torch eager fp32", None, (tc or {}).get("error", "not measured: pass --checkpoint"))
+    st = r["stream"].get("sink", {})
+    pts = st.get("points", {})
+    if pts:
+        first, last = pts[min(pts, key=int)], pts[max(pts, key=int)]
+        ratio = last["ms_per_token"] / first["ms_per_token"]
+        growth = last["rss_mb"] - first["rss_mb"]
+        add(f"token {max(pts, key=int)} <= 1.2x token {min(pts, key=int)} (sink cache)", ratio <= 1.2, f"{ratio:.2f}x")
+        add("RSS within 5 MB across the stream", abs(growth) <= 5, f"{growth:+.1f} MB")
+    else:
+        add("streaming at constant cost", None, st.get("error", "not measured"))
+    mem = r["memory"]["ram"]
+    add("memory write <= 1 ms", mem["write_p50_ms"] <= 1, f"{mem['write_p50_ms']:.2f} ms "
+        f"(persisted: {r['memory']['store']['write_p50_ms']:.2f} ms)")
+    add("memory forget <= 1 ms", mem["forget_p50_ms"] <= 1, f"{mem['forget_p50_ms']:.2f} ms "
+        f"(persisted: {r['memory']['store']['forget_p50_ms']:.2f} ms)")
+    b = r["bytes"]
+    add("packed ternary <= 1/8 of fp32", b["packed_over_fp32"] <= 0.125,
+        f"{b['packed_bytes']:,} B vs {b['fp32_bytes']:,} B fp32 (1/{1 / b['packed_over_fp32']:.1f})")
+    return out
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    lines = [f"# bitgen bench — {r['model_id']}", "",
+             f"Machine: {m.get('cpu', '?')}, {m['cores']} cores, AVX2 {m.get('avx2')}, VNNI {m.get('vnni')}, "
+             f"AVX-512 {m.get('avx512f')}; load average {m['load_avg_1m']} at start; "
+             f"onnxruntime {m['onnxruntime']}, numpy {m['numpy']}, Python {m['python']}.", "",
+             "| target | result | figure |", "| --- | --- | --- |"]
+    for name, ok, fig in r["targets"]:
+        lines.append(f"| {name} | {'PASS' if ok else ('FAIL' if ok is False else 'n/a')} | {fig} |")
+    lines += ["", "| measurement | value |", "| --- | --- |"]
+    for th, s in r["select"].items():
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in s["parts_p50_ms"].items() if k != "total")
+        lines.append(f"| select e2e, {th} thread(s): p50 / p95 | {s['p50_ms']:.1f} / {s['p95_ms']:.1f} ms "
+                     f"(p50 parts: {parts}) |")
+    lines.append(f"| vision encode (1 thread, p50) | {r['select']['1']['parts_p50_ms'].get('vision', float('nan')):.2f} ms |")
+    lines.append(f"| trace generation (1 thread) | {r['trace']['tokens_per_s']:.0f} tokens/s |")
+    for label, mm in r["memory"].items():
+        lines.append(f"| memory write / forget ({label}, p50) | {mm['write_p50_ms']:.2f} / {mm['forget_p50_ms']:.2f} ms |")
+    if "peak_rss_mb" in r["rss"]:
+        lines.append(f"| peak RSS, fresh process, {r['rss']['selections']} selections | {r['rss']['peak_rss_mb']:.1f} MB "
+                     f"(after load {r['rss']['rss_after_load_mb']:.1f} MB; torch imported: {r['rss']['torch_imported']}) |")
+    for kind, st in r["stream"].items():
+        for p, v in st.get("points", {}).items():
+            lines.append(f"| stream ({kind} cache), token {p} | {v['ms_per_token']:.3f} ms/token, RSS {v['rss_mb']:.1f} MB |")
+    tc = r.get("torch") or {}
+    if "p50_ms" in tc:
+        lines.append(f"| torch eager fp32 select (1 thread) p50 / p95 | {tc['p50_ms']:.1f} / {tc['p95_ms']:.1f} ms |")
+    b = r["bytes"]
+    lines.append(f"| ternary weights: packed / fp32 | {b['packed_bytes']:,} / {b['fp32_bytes']:,} B |")
+    lines.append(f"| model directory on disk | {b['model_dir_bytes'] / 1e6:.1f} MB |")
+    return "\n".join(lines) + "\n"
+
+
+def run(args) -> dict:
+    from bitgen_core.runtime import BitGenRuntime
+    from bitgen_core.runtime.engine import default_model_dir
+    if args.quick:
+        args.iterations, args.rss_selections, args.stream_tokens = 10, 20, 300
+    model_dir = Path(args.model) if args.model else default_model_dir()
+    model = str(model_dir)
+    r: dict = {"machine": machine(), "select": {}}
+    rt1 = BitGenRuntime.load(model, threads=1)
+    r["model_id"] = rt1.model_id
+    r["select"]["1"] = bench_select(rt1, args.iterations)
+    r["trace"] = bench_trace(rt1, 256 if not args.quick else 64)
+    rt2 = BitGenRuntime.load(model, threads=2)
+    r["select"]["2"] = bench_select(rt2, args.iterations)
+    del rt2
+    r["memory"] = bench_memory(lambda p: BitGenRuntime.load(model, memory_path=p, threads=1), 20)
+    r["rss"] = _run_child("rss", "--model", model, "--n", str(args.rss_selections))
+    r["stream"] = {"sink": _run_child("stream", "--model", model, "--n", str(args.stream_tokens)),
+                   "full": _run_child("stream", "--model", model, "--n", str(args.stream_tokens), "--full")}
+    r["torch"] = (_run_child("torch", "--checkpoint", args.checkpoint, "--n", str(max(5, args.iterations // 4)))
+                  if args.checkpoint else None)
+    r["bytes"] = model_bytes(model_dir)
+    r["targets"] = targets(r)
+    return r
+
+
+def main(args) -> int:
+    r = run(args)
+    Path(args.out_json).write_text(json.dumps(r, indent=1, default=str) + "\n")
+    md = markdown(r)
+    Path(args.out_md).write_text(md)
+    for name, ok, fig in r["targets"]:
+        print(f"{'PASS' if ok else ('FAIL' if ok is False else 'N/A '):<5} {name}: {fig}")
+    print(f"wrote {args.out_json} and {args.out_md}")
+    return 0
+
+
+def _child_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--child", required=True, choices=["rss", "stream", "torch"])
+    ap.add_argument("--model")
+    ap.add_argument("--checkpoint")
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--full", action="store_true")
+    a = ap.parse_args(argv)
+    if a.child == "rss":
+        out = child_rss(a.model, a.n)
+    elif a.child == "stream":
+        out = child_stream(a.model, a.n, a.full)
+    else:
+        out = child_torch(a.checkpoint, a.n)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    if "--child" in sys.argv:
+        sys.exit(_child_main(sys.argv[1:]))
+    parser = argparse.ArgumentParser(prog="python -m bitgen_core.bench")
+    parser.add_argument("--model")
+    parser.add_argument("--threads", type=int, default=1)
+    add_arguments(parser)
+    sys.exit(main(parser.parse_args()))

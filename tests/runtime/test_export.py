@@ -1,0 +1,110 @@
+"""training/export.py: what the model directory holds and how the ternary weights are stored."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from bitgen_core.errors import ModelLoadError
+from bitgen_core.model import BitGenModel
+from bitgen_core.quant import bitlinear_layers
+from bitgen_core.runtime.manifest import decode_t2, encode_t2, sha256_file, verify_model_dir
+
+GRAPHS = ("vision", "text_encoder", "prefill", "decode", "selector", "head")
+
+
+def test_directory_holds_every_part_and_the_manifest_lists_each_file(exported):
+    d = exported.directory
+    for name in GRAPHS:
+        assert (d / f"{name}.onnx").is_file()
+    for name in ("memory.npz", "tokenizer.json", "catalog.yaml", "config.json", "robot_embeddings.npy",
+                 "weights/embed.npy"):
+        assert (d / name).is_file()
+    manifest = json.loads((d / "manifest.json").read_text())
+    on_disk = {p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert set(manifest["files"]) == on_disk
+    for rel, entry in manifest["files"].items():
+        assert (entry["sha256"], entry["bytes"]) == sha256_file(d / rel)
+    assert manifest["model_id"] == "test-nano" and manifest["editable"] == ["catalog.yaml"]
+
+
+def test_packed_files_hold_exactly_the_models_ternary_codes(exported):
+    model = BitGenModel.load(exported.checkpoint)
+    layers = bitlinear_layers(model)
+    assert layers
+    for name, layer in layers:
+        q, gamma = decode_t2((exported.directory / "weights" / f"{name}.t2").read_bytes(), name)
+        q_ref, g_ref = layer.ternary_weight()
+        assert np.array_equal(q, q_ref.numpy()), name
+        assert gamma == pytest.approx(float(g_ref), rel=1e-7)
+
+
+def test_graphs_reference_packed_weights_instead_of_embedding_them(exported):
+    cfg = json.loads((exported.directory / "config.json").read_text())
+    n_external = 0
+    for name in GRAPHS[:-1]:
+        proto = onnx.load(str(exported.directory / f"{name}.onnx"), load_external_data=False)
+        for init in proto.graph.initializer:
+            if init.data_type == onnx.TensorProto.INT8 and len(init.dims) == 2:
+                assert init.data_location == onnx.TensorProto.EXTERNAL, (name, init.name)
+                n_external += 1
+        ops = {n.op_type for n in proto.graph.node}
+        if name != "vision":
+            assert "MatMulInteger" in ops
+        # activations reach MatMulInteger as uint8 with zero point 128 (the fast u8 x s8 kernel)
+        for n in proto.graph.node:
+            if n.op_type == "MatMulInteger":
+                assert len(n.input) == 3
+        assert not any(n.op_type == "Constant" and n.attribute[0].t.data_type == onnx.TensorProto.INT8
+                       and len(n.attribute[0].t.dims) == 2 for n in proto.graph.node)
+    assert n_external == sum(len(g["ternary"]) for g in cfg["graphs"].values())
+    assert n_external >= len(cfg["ternary"])   # every layer is used by some graph
+
+
+def test_a_graph_without_its_packed_weights_refuses_to_load(exported):
+    with pytest.raises(Exception, match="bitgen-packed"):
+        ort.InferenceSession(str(exported.directory / "decode.onnx"), providers=["CPUExecutionProvider"])
+
+
+def test_packed_ternary_is_a_sixteenth_of_float32(exported):
+    cfg = json.loads((exported.directory / "config.json").read_text())
+    n = sum(int(np.prod(v["shape"])) for v in cfg["ternary"].values())
+    packed = sum((exported.directory / "weights" / f"{k}.t2").stat().st_size for k in cfg["ternary"])
+    assert packed <= 4 * n / 8
+    assert packed < 4 * n / 15
+
+
+def test_t2_round_trip_and_corruption_is_refused():
+    q = np.random.default_rng(0).integers(-1, 2, size=(7, 13)).astype(np.int8)
+    data = encode_t2(q, 0.25)
+    back, gamma = decode_t2(data)
+    assert np.array_equal(back, q) and gamma == 0.25
+    with pytest.raises(ModelLoadError, match="packed ternary"):
+        decode_t2(data[:-3])
+    bad = bytearray(data)
+    bad[-1] = 0xFF   # code 3 is not a ternary value
+    with pytest.raises(ModelLoadError, match="packed ternary"):
+        decode_t2(bytes(bad))
+
+
+def test_verify_reports_the_model(exported):
+    report = verify_model_dir(exported.directory)
+    assert report.model_id == "test-nano"
+    assert set(report.graphs) == set(GRAPHS)
+    assert report.ternary_layers == len(bitlinear_layers(BitGenModel.load(exported.checkpoint)))
+    assert "OK test-nano" in report.summary()
+
+
+def test_export_refuses_to_overwrite_without_force(exported, tmp_path):
+    from bitgen_core.errors import BitGenError
+    from training.export import export_model
+    model = BitGenModel.load(exported.checkpoint)
+    target = tmp_path / "m"
+    target.mkdir()
+    with pytest.raises(BitGenError, match="--force"):
+        export_model(model, target)
+    torch.set_num_threads(1)
