@@ -60,7 +60,8 @@ SPECS: tuple[Spec, ...] = (
          int_range=(1, 100)),
     Spec("task_queue_size", 4, "Tasks waiting for inference; when full the oldest is dropped "
          "with a warning.", int_range=(1, 1000)),
-    Spec("top_k", 3, "Robots an answer recommends (the message still ranks the whole fleet).",
+    Spec("top_k", 3, "Robots in each RobotSelection, best first (the Select service may ask "
+         "for another k).",
          live=True, int_range=(1, 64)),
     Spec("max_trace_tokens", 32, "Longest reasoning trace in tokens; 0 skips the trace.",
          live=True, int_range=(0, 512)),

@@ -295,3 +295,10 @@ def test_video_frames_come_out_as_rgb(tmp_path):
     assert frames[0][..., 0].mean() > 180 and frames[0][..., 2].mean() < 40   # red in RGB
     with pytest.raises(ValueError, match="cannot open"):
         next(opencv_frames(str(tmp_path / "missing.avi")))
+
+
+def test_readme_parameter_table_is_the_generated_one():
+    from ros_node_harness import REPO
+    readme = (REPO / "README.md").read_text()
+    assert parameters.markdown_table() in readme, (
+        "README's parameter table is stale; paste bitgen_ros.parameters.markdown_table()")
