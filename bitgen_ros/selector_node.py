@@ -107,6 +107,8 @@ class RobotSelectorNode(LifecycleNode):
                 allow_unauthenticated=self.p("allow_unauthenticated_edits"),
                 edits_per_minute=epm if epm > 0 else None, burst=self.p("edit_burst"))
             memory_path = _expand(self.p("memory_path"))
+            if memory_path:   # e.g. ~/.bitgen on a fresh robot; private: facts steer robots
+                Path(memory_path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             audit_path = _expand(self.p("audit_log_path")) or (
                 str(Path(memory_path).with_suffix(".audit.log")) if memory_path else "")
             self._audit = AuditLog(audit_path, source=f"ros:{self.get_fully_qualified_name()}") \
@@ -117,7 +119,7 @@ class RobotSelectorNode(LifecycleNode):
                                     self.p("threads"), limits=self._limits,
                                     edit_guard=self._guard, audit_log=self._audit,
                                     recover_memory=True)
-        except BitGenError as e:
+        except (BitGenError, OSError) as e:
             # The point of a lifecycle node: a configure that cannot load the model fails.
             log.error(f"configure failed: {e}")
             self._guard = self._audit = None
@@ -258,6 +260,10 @@ class RobotSelectorNode(LifecycleNode):
         except BitGenError as e:
             self.get_logger().warning(f"task {task.task_id} not answered: {e}")
             return
+        except Exception as e:  # noqa: BLE001 - one failed inference must not kill the node
+            self.get_logger().error(f"task {task.task_id} failed in the runtime: "
+                                    f"{type(e).__name__}: {e}")
+            return
         msg = selection_to_msg(sel, task.header, task.task_id, task.text,
                                extra_latency_ms={"queue": waited_ms})
         if self._selection_pub is not None:
@@ -356,6 +362,10 @@ class RobotSelectorNode(LifecycleNode):
             sel = self._select(text, image, top_k)
         except BitGenError as e:
             resp.success, resp.message = False, str(e)
+            return resp
+        except Exception as e:  # noqa: BLE001 - answer with the reason, keep serving
+            self.get_logger().error(f"select failed in the runtime: {type(e).__name__}: {e}")
+            resp.success, resp.message = False, f"runtime error: {type(e).__name__}: {e}"
             return resp
         header = resp.selection.header
         header.stamp = self.get_clock().now().to_msg()

@@ -124,3 +124,31 @@ def test_without_a_configured_token_edits_are_refused_clearly(ros, tmp_path):
         assert not resp.success and "BITGEN_EDIT_TOKEN" in resp.message
     finally:
         proc.stop()
+
+
+def test_a_corrupt_memory_file_is_moved_aside_and_the_node_says_so(ros, tmp_path):
+    store = tmp_path / "state" / "memory.json"
+    store.parent.mkdir()
+    store.write_text('{"format": "bitgen-memory-store", "version": 1, "payload": {"fa')
+    proc = SelectorProcess(tmp_path, params={"memory_path": str(store)}).start()
+    try:
+        ros.attach(proc.ns)
+        ros.bring_up()                                  # configure still succeeds
+        assert ros.memory_list().keys == []
+        assert "moved aside" in proc.log()
+        assert list(store.parent.glob("memory.json.corrupt-*")), "the bad file was discarded"
+        assert ros.memory_edit("k", "zone B is flooded").success
+    finally:
+        proc.stop()
+
+
+def test_the_memory_directory_is_created_on_a_fresh_robot(ros, tmp_path):
+    store = tmp_path / "fresh" / "bitgen" / "memory.json"
+    proc = SelectorProcess(tmp_path, params={"memory_path": str(store)}).start()
+    try:
+        ros.attach(proc.ns)
+        ros.bring_up()
+        assert ros.memory_edit("k", "zone B is flooded").success
+        assert store.exists() and (store.parent.stat().st_mode & 0o077) == 0
+    finally:
+        proc.stop()
