@@ -25,30 +25,15 @@ if __package__ in (None, ""):                       # `python training/evaluate.
 import numpy as np
 
 from bitgen_core.catalog import RobotCatalog
+from bitgen_core.data.loaders import load_task_records
 from bitgen_core.errors import BitGenError, InputError
 from training import metrics as M
 from training.baselines import BASELINES, Baseline, build_baselines, record_text
-from training.report import load_training_logs, write_report
+from training.report import (BITGEN, check_targets, format_targets, load_training_logs,
+                             write_report)
 
-BITGEN = "bitgen"
 _HELDOUT_SPLITS = {"heldout", "held_out", "dev", "test", "val", "validation"}
 
-# The targets of issue 4 (item 6 reports them): (name, set, metric, op, threshold).
-TARGETS = [
-    ("dev top-1 in gold", "dev", "top1", ">=", 0.90),
-    ("dev recall@3", "dev", "recall_at_3", ">=", 0.97),
-    ("held-out templates top-1", "heldout", "top1", ">=", 0.98),
-    ("image-decides top-1 with image", "image_with", "top1", ">=", 0.95),
-    ("memory edit efficacy", "memory", "efficacy", ">=", 0.95),
-    ("memory paraphrase", "memory", "paraphrase", ">=", 0.90),
-    ("memory locality", "memory", "locality", ">=", 0.95),
-    ("memory forget restores", "memory", "forget", ">=", 0.95),
-    ("traces well-formed", "traces", "well_formed", ">=", 0.95),
-    ("traces consistent with selection", "traces", "consistent", ">=", 0.95),
-]
-IMAGE_DROP_POINTS = 0.30      # top-1 with image − without image, on image-decides tasks
-FP32_TOLERANCE = 0.01         # ternary dev top-1 at most 1 point below fp32
-TRAIN_MINUTES = 60.0
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -74,19 +59,12 @@ def _resolve_image(image: str | None, base: Path) -> str | None:
 
 
 def load_records(path: str | Path, catalog: RobotCatalog) -> list[dict]:
-    """Task records (ARCHITECTURE.md "Data records"), robots as catalog keys, image paths
-    resolved against the JSONL file's folder."""
-    base = Path(path).resolve().parent
-    out = []
-    for i, r in enumerate(read_jsonl(path)):
-        if not r.get("task") or not r.get("robots"):
-            raise InputError(f"{path}: record {i + 1} lacks 'task' or 'robots'")
-        out.append({**r, "id": str(r.get("id", i)),
-                    "robots": [catalog.keys[catalog.index(k)] for k in r["robots"]],
-                    "image": _resolve_image(r.get("image"), base),
-                    "facts": list(r.get("facts") or []),
-                    "image_decides": bool(r.get("image_decides", False))})
-    return out
+    """Task records (ARCHITECTURE.md "Data records") through the data package's validating
+    loader: robots as catalog keys, image paths resolved; ids default to the line index."""
+    recs = load_task_records(path, catalog)
+    for i, r in enumerate(recs):
+        r["id"] = str(r["id"] if r.get("id") is not None else i)
+    return recs
 
 
 def load_train_records(path: str | Path, catalog: RobotCatalog) -> list[dict]:
@@ -154,6 +132,28 @@ class Predictor(Protocol):
                 facts: Sequence[dict]) -> M.Prediction: ...
 
 
+def load_image(path: str | None) -> np.ndarray | None:
+    """HxWx3 uint8 RGB, as the runtime takes it (None stays None: no image)."""
+    if not path:
+        return None
+    from PIL import Image
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def sync_facts(current: dict[str, str], facts: Sequence[dict], write, forget) -> None:
+    """Make a stateful memory hold exactly `facts`: forget what is gone or changed, write
+    what is new. `current` (key -> text) is updated in place."""
+    want = {f["key"]: f["text"] for f in facts}
+    for key in [k for k, t in current.items() if want.get(k) != t]:
+        forget(key)
+        del current[key]
+    for key, text in want.items():
+        if key not in current:
+            write(key, text)
+            current[key] = text
+
+
 class BaselinePredictor:
     """A text baseline behind the Predictor interface (the image is ignored)."""
     def __init__(self, baseline: Baseline):
@@ -171,25 +171,21 @@ class RuntimePredictor:
     write/forget before each select, so memory cases exercise the real edit and forget path."""
     name = BITGEN
 
-    def __init__(self, model_dir: str | Path, threads: int = 1):
+    def __init__(self, model_dir: str | Path, threads: int = 1, max_trace_tokens: int = 96):
         try:    # lazy: the baselines run on machines without a model or its runtime
             from bitgen_core.runtime import BitGenRuntime
         except ImportError as e:
             raise BitGenError(f"the BitGen runtime cannot be imported ({e}); run with "
                               "--baselines-only") from None
         self.rt = BitGenRuntime.load(model_dir=model_dir, threads=threads)
-        self.model_dir = Path(model_dir)
+        self.model_dir, self.max_trace_tokens = Path(model_dir), max_trace_tokens
         self._facts: dict[str, str] = {}
 
-    def _sync(self, facts):
-        want = {f["key"]: f["text"] for f in facts}
-        for key in [k for k, t in self._facts.items() if want.get(k) != t]:
-            self._check(self.rt.memory.forget(key), "forget", key)
-            del self._facts[key]
-        for key, text in want.items():
-            if key not in self._facts:
-                self._check(self.rt.memory.write(key, text), "write", key)
-                self._facts[key] = text
+    def _write(self, key, text):
+        self._check(self.rt.memory.write(key, text), "write", key)
+
+    def _forget(self, key):
+        self._check(self.rt.memory.forget(key), "forget", key)
 
     @staticmethod
     def _check(result, action, key):
@@ -197,14 +193,35 @@ class RuntimePredictor:
             raise BitGenError(f"memory {action} of {key!r} failed: {result.message}")
 
     def predict(self, task, image_path, facts):
-        from PIL import Image
-        self._sync(facts)
-        image = np.asarray(Image.open(image_path).convert("RGB")) if image_path else None
-        sel = self.rt.select(task, image=image, top_k=3)
+        sync_facts(self._facts, facts, self._write, self._forget)
+        image = load_image(image_path)
+        sel = self.rt.select(task, image=image, top_k=3, max_trace_tokens=self.max_trace_tokens)
         cat = self.rt.catalog
         return M.Prediction([cat.keys[cat.index(r)] for r in sel.robots],
                             [float(p) for p in sel.confidences], sel.reasoning,
                             float(sel.latency_ms.get("total", float("nan"))))
+
+
+class CheckpointPredictor:
+    """A torch checkpoint through `BitGenModel.select` (the fp32 twin of the shipped model, or
+    any checkpoint before export); facts go into a deployment EpisodicMemory by write/forget."""
+
+    def __init__(self, checkpoint: str | Path, name: str = "fp32", threads: int = 1,
+                 max_trace_tokens: int = 0):
+        import torch
+        from bitgen_core.model import BitGenModel
+        torch.set_num_threads(threads)
+        self.name, self.max_trace_tokens = name, max_trace_tokens
+        self.model = BitGenModel.load(checkpoint).eval()
+        self.memory, self._facts = self.model.new_memory(), {}
+
+    def predict(self, task, image_path, facts):
+        sync_facts(self._facts, facts,
+                   lambda k, t: self.memory.write(self.model.fact_encoding(t), k),
+                   self.memory.forget)
+        out = self.model.select(task, load_image(image_path), self.memory if self._facts else None,
+                                trace_tokens=self.max_trace_tokens)
+        return M.Prediction(out["robots"], out["confidences"], out.get("reasoning"))
 
 
 def run_queries(predictor, queries: list[tuple]) -> list[M.Prediction]:
@@ -242,61 +259,6 @@ def evaluate_memory(predictor, cases) -> tuple[list[M.MemoryOutcome], dict]:
                                         c["after"], para, unrel_without, unrel_with, fact_para,
                                         c["unrelated_gold"]))
     return outcomes, M.memory_metrics(outcomes)
-
-
-def _measured(results, set_name, metric, system=BITGEN):
-    if set_name == "memory":
-        return (results["memory"].get(system) or {}).get(metric)
-    if set_name == "traces":
-        return (results["traces"].get("dev") or {}).get(metric)
-    return ((results["sets"].get(set_name) or {}).get(system) or {}).get(metric)
-
-
-def check_targets(results: dict) -> list[dict]:
-    """The issue's targets as PASS / FAIL / SKIP rows with the measured figures."""
-    rows = []
-
-    def add(name, target, measured, ok, detail=""):
-        status = "SKIP" if ok is None else ("PASS" if ok else "FAIL")
-        rows.append({"name": name, "target": target, "measured": measured, "status": status,
-                     "detail": detail})
-
-    for name, set_name, metric, _, thr in TARGETS:
-        v = _measured(results, set_name, metric)
-        add(name, f">= {thr:.2f}", v, None if v is None else v >= thr,
-            "" if v is not None else "BitGen not evaluated on this set")
-    dev = results["sets"].get("dev") or {}
-    if BITGEN in dev and len(dev) > 1:
-        others = {s: m["top1"] for s, m in dev.items() if s != BITGEN}
-        best = max(others, key=others.get)
-        add("dev top-1 ahead of every baseline", f"> {best} {others[best]:.3f}",
-            dev[BITGEN]["top1"], dev[BITGEN]["top1"] > others[best])
-    else:
-        add("dev top-1 ahead of every baseline", "> best baseline", None, None,
-            "needs BitGen and baselines on the dev set")
-    w, wo = (_measured(results, "image_with", "top1"), _measured(results, "image_without", "top1"))
-    add("image withheld drops image-decides top-1", f">= {IMAGE_DROP_POINTS:.2f} drop",
-        None if w is None or wo is None else w - wo,
-        None if w is None or wo is None else w - wo >= IMAGE_DROP_POINTS,
-        "" if w is None or wo is None else f"with {w:.3f}, without {wo:.3f}")
-    fp = results.get("ternary_vs_fp32")
-    add("ternary within 1 point of fp32 (dev top-1)", f">= -{FP32_TOLERANCE:.2f}",
-        fp["delta"] if fp else None, (fp["delta"] >= -FP32_TOLERANCE) if fp else None,
-        f"ternary {fp['ternary_top1']:.3f}, fp32 {fp['fp32_top1']:.3f}" if fp
-        else "no fp32 predictions given")
-    minutes = (results.get("training") or {}).get("total_minutes")
-    add("stage 1 + stage 2 wall time", f"<= {TRAIN_MINUTES:.0f} min", minutes,
-        None if minutes is None else minutes <= TRAIN_MINUTES,
-        "" if minutes is not None else "training logs carry no elapsed time")
-    return rows
-
-
-def format_targets(rows: list[dict]) -> str:
-    def fmt(v):
-        return "n/a" if v is None else f"{v:.3f}"
-    return "\n".join(f"{r['status']}: {r['name']}: measured {fmt(r['measured'])} "
-                     f"(target {r['target']}){'; ' + r['detail'] if r['detail'] else ''}"
-                     for r in rows)
 
 
 def load_prediction_file(path, records, catalog) -> dict[str, M.Prediction]:
@@ -370,7 +332,7 @@ def build_systems(args, catalog, train, log=print) -> list:
         if not model_dir.is_dir():
             raise InputError(f"model directory {model_dir} does not exist: train and export a "
                              "model first, or run with --baselines-only")
-        systems.append(RuntimePredictor(model_dir, args.threads))
+        systems.append(RuntimePredictor(model_dir, args.threads, args.max_trace_tokens))
     names = args.baselines or list(BASELINES)
     if not train:
         needs = [n for n in names if n in ("prior", "tfidf_lr", "minilm_lr")]
@@ -396,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default="reports/eval", help="report directory")
     ap.add_argument("--train-logs", nargs="*", default=[],
                     help="stage1/stage2 logs (JSONL {'step', ...} or CSV) for training curves")
+    ap.add_argument("--fp32-checkpoint", help="the same model in fp32 (torch checkpoint)")
     ap.add_argument("--fp32-model-dir", help="the same model exported in fp32 (runtime dir)")
     ap.add_argument("--fp32-predictions", help="fp32 predictions on the dev set, "
                     "`bitgen select --batch` format")
@@ -407,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="MiniLM embedding cache")
     ap.add_argument("--threshold", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--max-trace-tokens", type=int, default=96,
+                    help="trace length BitGen may generate (a full step-form trace needs ~60)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if not (args.dev or args.heldout or args.memory_cases):
@@ -434,6 +399,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 by_id = load_prediction_file(args.fp32_predictions, dev, catalog)
                 fp32 = M.selection_metrics([by_id[r["id"]] for r in dev],
                                            [r["robots"] for r in dev], catalog.keys)
+            elif args.fp32_checkpoint and dev:
+                fp32 = evaluate_set(CheckpointPredictor(args.fp32_checkpoint, "fp32",
+                                                        args.threads), dev, catalog, True,
+                                    args.threshold)[1]
             elif args.fp32_model_dir and dev:
                 fp32 = evaluate_set(RuntimePredictor(args.fp32_model_dir, args.threads), dev,
                                     catalog, True, args.threshold)[1]

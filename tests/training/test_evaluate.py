@@ -13,6 +13,7 @@ from bitgen_core.catalog import RobotCatalog
 from training import evaluate as E
 from training.baselines import PriorBaseline, TfidfLogRegBaseline
 from training.metrics import Prediction
+from training.report import check_targets, format_targets
 
 ROOT = Path(__file__).resolve().parents[2]
 FIX = Path(__file__).parent / "fixtures"
@@ -56,7 +57,7 @@ def results():
                          E.load_records(FIX / "heldout.jsonl", CATALOG),
                          E.load_memory_cases(FIX / "memory_cases.jsonl", CATALOG),
                          log=lambda *_: None)
-    res["targets"] = E.check_targets(res)
+    res["targets"] = check_targets(res)
     return res
 
 
@@ -64,11 +65,12 @@ def test_loaders_resolve_images_and_normalise_robot_names(tmp_path):
     (tmp_path / "img").mkdir()
     (tmp_path / "t.jsonl").write_text(json.dumps(
         {"id": 1, "task": "go", "robots": ["Robot with Legs", "UAV"], "image": "img/a.png"}) + "\n")
+    Image.new("RGB", (4, 4)).save(tmp_path / "img" / "a.png")
     r = E.load_records(tmp_path / "t.jsonl", CATALOG)[0]
     assert r["robots"] == ["legged", "drone"] and r["id"] == "1"
     assert r["image"] == str(tmp_path / "img" / "a.png") and r["facts"] == []
     (tmp_path / "bad.jsonl").write_text('{"task": "go", "robots": ["drone"]}\nnot json\n')
-    with pytest.raises(E.InputError, match="bad.jsonl:2"):
+    with pytest.raises(E.InputError, match="bad.jsonl line 2"):
         E.load_records(tmp_path / "bad.jsonl", CATALOG)
 
 
@@ -128,7 +130,7 @@ def test_targets_pass_fail_and_skip_follow_the_measured_figures(results):
     assert rows["dev top-1 ahead of every baseline"]["status"] == \
         ("PASS" if dev_top1 > best else "FAIL")
     assert rows["ternary within 1 point of fp32 (dev top-1)"]["status"] == "SKIP"
-    text = E.format_targets(results["targets"])
+    text = format_targets(results["targets"])
     assert "PASS: image withheld drops image-decides top-1: measured" in text
 
 
@@ -170,3 +172,54 @@ def test_cli_baselines_only_end_to_end(tmp_path):
     assert report["sets"]["heldout"]["tfidf_lr"]["top1"] >= 0.9
     for png in ("confusion.png", "reliability.png", "memory.png", "training_curves.png"):
         assert (out / png).is_file()
+
+
+@pytest.fixture(scope="module")
+def nano_model(tmp_path_factory):
+    """A random nano BitGen, saved and exported for real (as tests/runtime does)."""
+    import torch
+
+    from bitgen_core.config import BitGenConfig
+    from bitgen_core.model import BitGenModel
+    from training.export import export_model
+    torch.set_num_threads(1)
+    torch.manual_seed(7)
+    root = tmp_path_factory.mktemp("nano")
+    model = BitGenModel(BitGenConfig.preset("nano", vision_kind="ternary_student"),
+                        pretrained=False).eval()
+    model.save(root / "nano.pt")
+    export_model(model, root / "model", model_id="eval-nano")
+    return root
+
+
+def test_runtime_predictor_edits_and_forgets_through_the_real_runtime(nano_model):
+    bitgen = E.RuntimePredictor(nano_model / "model", max_trace_tokens=8)
+    fact = [{"key": "drone-status", "text": "The drone is grounded for high winds today."}]
+    before = bitgen.predict("Survey the roof from above", None, [])
+    with_fact = bitgen.predict("Survey the roof from above", None, fact)
+    assert [f.key for f in bitgen.rt.memory.list()] == ["drone-status"]
+    after = bitgen.predict("Survey the roof from above", None, [])
+    assert bitgen.rt.memory.list() == []
+    assert sorted(before.robots) == sorted(CATALOG.keys) and with_fact.latency_ms > 0
+    assert after.robots == before.robots                   # forget is exact
+    assert after.probs == pytest.approx(before.probs, abs=1e-6)
+
+
+def test_cli_with_model_and_fp32_checkpoint(nano_model, tmp_path, capsys):
+    out = tmp_path / "r"
+    code = E.main(["--model-dir", str(nano_model / "model"),
+                   "--dev", str(FIX / "dev_tasks.jsonl"),
+                   "--memory-cases", str(FIX / "memory_cases.jsonl"),
+                   "--train-data", str(FIX / "train.jsonl"), "--baselines", "prior",
+                   "--fp32-checkpoint", str(nano_model / "nano.pt"),
+                   "--max-trace-tokens", "8", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["systems"] == ["bitgen", "prior"]
+    assert report["model"]["model_id"] == "eval-nano" and report["model"]["total_bytes"] > 0
+    assert report["memory"]["bitgen"]["forget"] == 1.0
+    tv = report["ternary_vs_fp32"]
+    assert tv["delta"] == pytest.approx(tv["ternary_top1"] - tv["fp32_top1"])
+    assert "ternary within 1 point of fp32 (dev top-1): measured" in printed
+    assert "dev top-1 ahead of every baseline" in printed

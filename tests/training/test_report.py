@@ -8,7 +8,7 @@ from PIL import Image
 from bitgen_core.catalog import RobotCatalog
 from training import evaluate as E
 from training.baselines import KeywordBaseline, PriorBaseline
-from training.report import load_training_logs, read_training_log, write_report
+from training.report import check_targets, load_training_logs, read_training_log, write_report
 
 FIX = Path(__file__).parent / "fixtures"
 CATALOG = RobotCatalog.load()
@@ -25,7 +25,7 @@ def written(tmp_path_factory):
                          log=lambda *_: None)
     res["training"] = load_training_logs([FIX / "stage1_log.jsonl", FIX / "stage2_log.csv"])
     res["ternary_vs_fp32"] = {"ternary_top1": 0.91, "fp32_top1": 0.915, "delta": -0.005}
-    res["targets"] = E.check_targets(res)
+    res["targets"] = check_targets(res)
     out = tmp_path_factory.mktemp("report")
     return write_report(res, out), out
 
@@ -79,3 +79,19 @@ def test_training_logs_in_every_accepted_form(tmp_path):
     wide = tmp_path / "wide.csv"
     wide.write_text("step,loss,acc\n0,1.5,0.2\n5,0.7,nan\n")
     assert read_training_log(wide) == [(0.0, "loss", 1.5), (0.0, "acc", 0.2), (5.0, "loss", 0.7)]
+
+
+def test_metrics_log_phases_and_same_named_logs_stay_apart(tmp_path):
+    # the rows training/common.py MetricsLog writes: one file per stage, a phase per row
+    for stage, rows in {"stage1": [(10, "stage1", 2.0, 60.0), (20, "stage1", 1.0, 120.0)],
+                        "stage2": [(5, "sft", 1.5, 30.0), (5, "grpo", 0.2, 300.0)]}.items():
+        (tmp_path / stage).mkdir()
+        (tmp_path / stage / "metrics.jsonl").write_text("\n".join(
+            json.dumps({"step": s, "phase": ph, "loss": v, "elapsed_s": e})
+            for s, ph, v, e in rows))
+    logs = load_training_logs([tmp_path / "stage1" / "metrics.jsonl",
+                               tmp_path / "stage2" / "metrics.jsonl"])
+    assert set(logs["curves"]) == {"stage1/metrics", "stage2/metrics"}
+    assert logs["curves"]["stage2/metrics"] == {"sft/loss": [[5.0, 1.5]],
+                                                "grpo/loss": [[5.0, 0.2]]}
+    assert logs["total_minutes"] == pytest.approx((120.0 + 300.0) / 60)

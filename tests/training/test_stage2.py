@@ -1,0 +1,74 @@
+"""Stage 2 end to end on the smoke config: SFT + GRPO, checkpoints, resume continuity."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from bitgen_core.data.generate import write_corpus
+from bitgen_core.data.rules import parse_rationale
+from bitgen_core.model import BitGenModel
+from training import stage2
+from training.common import REPO
+
+torch.set_num_threads(1)
+SMOKE = str(REPO / "training" / "configs" / "smoke.yaml")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus")
+    write_corpus(out, 120, seed=0, images=True, n_memory_cases=4, progress=False)
+    return out
+
+
+def overrides(corpus: Path, out: Path, *extra: str) -> list[str]:
+    return ["--config", SMOKE, f"out={out}", f"data.train=[{corpus}/train.jsonl]", f"data.val={corpus}/val.jsonl",
+            f"data.heldout={corpus}/heldout.jsonl", f"data.feature_cache={corpus}/cache", *extra]
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_compact_traces_fit_the_runtime_budget_and_keep_the_gold_selection(corpus):
+    recs = [json.loads(line) for line in (corpus / "train.jsonl").read_text().splitlines()]
+    model_tok = __import__("bitgen_core.tokenizer", fromlist=["BitGenTokenizer"]).BitGenTokenizer.load()
+    from bitgen_core.catalog import RobotCatalog
+    cat = RobotCatalog.load()
+    for r in recs:
+        t = stage2.compact_trace(r["rationale"], model_tok, 31, cat)
+        assert t is not None and len(model_tok.encode(t)) <= 31
+        assert parse_rationale(t, cat)["selected"] == r["robots"]
+
+
+def test_smoke_run_trains_sft_then_grpo_and_writes_outputs(corpus, tmp_path):
+    summary = stage2.main(overrides(corpus, tmp_path))
+    log = rows(tmp_path / "metrics.jsonl")
+    phases = [r["phase"] for r in log]
+    assert phases.count("sft") == 2 and phases.count("grpo") == 2 and phases[-1] == "final"
+    sft = [r for r in log if r["phase"] == "sft"]
+    assert all(r["bce"] > 0 and r["lm"] > 0 and r["ponder"] >= 1 for r in sft)
+    assert all(0 <= r["well_formed"] <= 1 and "kl" in r for r in log if r["phase"] == "grpo")
+    assert [r["elapsed_s"] for r in log] == sorted(r["elapsed_s"] for r in log)
+    state = torch.load(tmp_path / "state.pt", weights_only=False)
+    assert (state["phase"], state["step"]) == ("grpo", 2)
+    model = BitGenModel.load(tmp_path / "model.pt")
+    assert model.config.name == "nano"
+    assert model.select("inspect the pier pilings below the waterline")["robots"]
+    assert 0 <= summary["val_top1"] <= 1 and summary["records"] > 100
+
+
+def test_resume_continues_from_the_saved_step_with_the_same_losses(corpus, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    stage2.main(overrides(corpus, full, "sft.steps=4", "grpo.steps=0"))
+    stage2.main(overrides(corpus, part, "sft.steps=4", "grpo.steps=0", "sft.max_minutes=1e-9"))
+    state = torch.load(part / "state.pt", weights_only=False)
+    assert state["step"] == 1                        # stopped by the safety timer after one step
+    stage2.main(["--resume", *overrides(corpus, part, "sft.steps=4", "grpo.steps=0")])
+    a = [r for r in rows(full / "metrics.jsonl") if r["phase"] == "sft"]
+    b = [r for r in rows(part / "metrics.jsonl") if r["phase"] == "sft"]
+    assert [r["step"] for r in b][-2:] == [2, 4]
+    # the steps after the resume see the same data, RNG and weights as the uninterrupted run
+    assert b[-1]["loss"] == pytest.approx(a[-1]["loss"], rel=1e-4, abs=1e-5)
+    assert b[-1]["bce"] == pytest.approx(a[-1]["bce"], rel=1e-4, abs=1e-5)

@@ -1,0 +1,310 @@
+"""What stage1.py and stage2.py share: config, seeds, DDP, checkpoints, logs, caches, batches.
+
+- Config is YAML (configs/*.yaml) with dotted CLI overrides: `train.lr=1e-3 model.preset=nano`.
+- DDP: `torchrun --nproc_per_node 2 training/stage2.py` runs one process per rank with the
+  gloo backend on CPU. The model is not wrapped in DistributedDataParallel: training calls
+  several of its entry points (encode_text, backbone, forward) per step, and DDP's reducer only
+  follows `forward`. Instead every rank starts from rank 0's weights and gradients are averaged
+  with one coalesced all-reduce after backward, which is exactly DDP's synchronous SGD.
+  Data is sharded with DistributedSampler; rank 0 alone logs and writes checkpoints.
+- Checkpoints hold model, optimizer, step, RNG states and elapsed time, written atomically
+  (bitgen_core.store.atomic_write_bytes), so `--resume` continues the same run.
+- The metrics log is JSONL, one {"step", "phase", ..., "elapsed_s"} object per line, which
+  training/report.py plots as training curves.
+- Caches (keyed by content hashes, safe to delete): MiniLM sentence embeddings per text, and
+  the frozen vision encoder's pooled features per image file.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+
+from bitgen_core.store import atomic_write_bytes
+
+REPO = Path(__file__).resolve().parents[1]
+CKPT_FORMAT = "bitgen-train-state-v1"
+
+
+# --- config ---------------------------------------------------------------------------------
+def load_config(path: str | Path, overrides: list[str] | None = None) -> dict:
+    """YAML config + `a.b.c=value` overrides (values parsed as YAML: 3, 1e-3, true, [1, 2])."""
+    cfg = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise SystemExit(f"override {item!r} is not key=value (e.g. train.lr=1e-3)")
+        key, value = item.split("=", 1)
+        node = cfg
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return cfg
+
+
+def resolve(path: str | Path | None) -> Path | None:
+    """Config paths are relative to the repo root (so `make train` and tests agree)."""
+    if path is None or path == "":
+        return None
+    p = Path(path)
+    return p if p.is_absolute() else REPO / p
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --- distributed ----------------------------------------------------------------------------
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def on(self) -> bool:
+        return self.world > 1
+
+
+def setup_distributed() -> Dist:
+    """Join the torchrun process group (gloo, CPU) when WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def teardown_distributed(d: Dist) -> None:
+    if d.on and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def broadcast_parameters(module: torch.nn.Module, d: Dist) -> None:
+    """Every rank starts from rank 0's weights and buffers."""
+    if not d.on:
+        return
+    for t in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(t.data, 0)
+
+
+def average_gradients(params: list[torch.nn.Parameter], d: Dist) -> None:
+    """Synchronous data parallelism: mean of the ranks' gradients, one flat all-reduce."""
+    if not d.on:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= d.world
+    i = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[i:i + n].view_as(p).clone()
+        i += n
+
+
+def all_mean(values: dict[str, float], d: Dist) -> dict[str, float]:
+    """Average scalar metrics over ranks (for the log)."""
+    if not d.on or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    dist.all_reduce(t)
+    return {k: float(v) / d.world for k, v in zip(keys, t)}
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+def save_state(path: Path, *, model: torch.nn.Module, optimizer, step: int, phase: str,
+               elapsed_s: float, extra_modules: dict | None = None, extra: dict | None = None) -> None:
+    """Full training state (for --resume), atomically."""
+    state = {"format": CKPT_FORMAT, "step": step, "phase": phase, "elapsed_s": elapsed_s,
+             "model": model.state_dict(), "optimizer": optimizer.state_dict() if optimizer else None,
+             "modules": {k: m.state_dict() for k, m in (extra_modules or {}).items()},
+             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                     "python": random.getstate()},
+             "extra": extra or {}}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_state(path: Path, *, model: torch.nn.Module, optimizer=None,
+               extra_modules: dict | None = None) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("format") != CKPT_FORMAT:
+        raise SystemExit(f"{path} is not a training state ({CKPT_FORMAT})")
+    model.load_state_dict(state["model"])
+    if optimizer is not None and state.get("optimizer"):
+        optimizer.load_state_dict(state["optimizer"])
+    for k, m in (extra_modules or {}).items():
+        if k in state["modules"]:
+            m.load_state_dict(state["modules"][k])
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    return state
+
+
+# --- logging --------------------------------------------------------------------------------
+class MetricsLog:
+    """JSONL metrics (rank 0 only); `elapsed_s` continues across --resume."""
+
+    def __init__(self, path: Path, d: Dist, elapsed_before: float = 0.0, append: bool = False):
+        self.path, self.d = path, d
+        self.t0 = time.perf_counter() - elapsed_before
+        if d.main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not append and path.exists():
+                path.unlink()
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def write(self, step: int, phase: str, metrics: dict) -> None:
+        if not self.d.main:
+            return
+        row = {"step": int(step), "phase": phase,
+               **{k: (round(float(v), 6) if isinstance(v, (float, int, np.floating)) else v)
+                  for k, v in metrics.items()},
+               "elapsed_s": round(self.elapsed, 2)}
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def progress(total: int, desc: str, d: Dist, initial: int = 0):
+    from tqdm import tqdm
+    quiet = os.environ.get("BITGEN_PROGRESS", "1") == "0"
+    return tqdm(total=total, initial=initial, desc=desc, disable=not d.main or quiet, dynamic_ncols=True,
+                leave=False, file=sys.stderr)
+
+
+# --- caches ---------------------------------------------------------------------------------
+def _sha(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def minilm_embeddings(texts: list[str], cache_dir: Path, threads: int = 1) -> np.ndarray:
+    """all-MiniLM-L6-v2 sentence embeddings (N, 384), cached per text (sha1) in one .npz."""
+    from training.baselines import MiniLMEmbedder
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / "minilm_teacher.npz"
+    table: dict[str, np.ndarray] = {}
+    if path.exists():
+        z = np.load(path)
+        table = dict(zip(z["keys"].tolist(), z["emb"]))
+    keys = [_sha(t.encode("utf-8")) for t in texts]
+    missing = sorted({t for t, k in zip(texts, keys) if k not in table})
+    if missing:
+        emb = MiniLMEmbedder(cache_dir=None, threads=threads, batch_size=128).encode(missing)
+        for t, e in zip(missing, emb):
+            table[_sha(t.encode("utf-8"))] = e.astype(np.float16)
+        buf = io.BytesIO()
+        ks = list(table)
+        np.savez(buf, keys=np.array(ks), emb=np.stack([table[k] for k in ks]))
+        atomic_write_bytes(path, buf.getvalue())
+    return np.stack([table[k] for k in keys]).astype(np.float32) if keys else np.zeros((0, 384), np.float32)
+
+
+@torch.no_grad()
+def vision_features(model, paths: list[str], cache_dir: Path, d: Dist, batch: int = 16) -> dict[str, torch.Tensor]:
+    """Frozen encoder features pooled onto the token grid, (n_tokens, C) float16 per image.
+
+    The encoder is frozen, so its pooled map never changes during training: compute it once
+    per image (content-hashed .pt shards) and train only the projection on top. Pooling is
+    linear, so proj(pool(features)) here equals the encoder's own forward exactly."""
+    from PIL import Image
+    from bitgen_core.image_preprocess import preprocess
+    v = model.vision
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    uniq = sorted(set(paths))
+    key_of = {p: _sha(Path(p).read_bytes()) + f"-{type(v).__name__}-{v.n_tokens}" for p in uniq}
+    out: dict[str, torch.Tensor] = {}
+    todo = []
+    for p in uniq:
+        f = cache_dir / f"{key_of[p]}.pt"
+        if f.exists():
+            out[p] = torch.load(f, weights_only=True)
+        else:
+            todo.append(p)
+    mine = todo[d.rank::d.world]
+    bar = progress(len(mine), "vision features", d)
+    for i in range(0, len(mine), batch):
+        chunk = mine[i:i + batch]
+        x = torch.from_numpy(np.stack([preprocess(np.asarray(Image.open(p).convert("RGB")), v.image_size,
+                                                  v.preprocess_mean, v.preprocess_std) for p in chunk]))
+        fmap = v.features(x)
+        b, c, h, w = fmap.shape
+        pooled = torch.matmul(v.pool._matrix(h, w, fmap), fmap.flatten(2).transpose(1, 2)).half()
+        for p, feat in zip(chunk, pooled):
+            buf = io.BytesIO()
+            torch.save(feat.clone(), buf)
+            atomic_write_bytes(cache_dir / f"{key_of[p]}.pt", buf.getvalue())
+            out[p] = feat.clone()
+        bar.update(len(chunk))
+    bar.close()
+    if d.on:
+        dist.barrier()
+        for p in todo:
+            if p not in out:
+                out[p] = torch.load(cache_dir / f"{key_of[p]}.pt", weights_only=True)
+    return out
+
+
+def image_tokens(model, feats: torch.Tensor) -> torch.Tensor:
+    """Cached pooled features (B, n, C) -> image tokens (B, n, d): the trainable part of the encoder."""
+    pool = model.vision.pool
+    return pool.proj(feats.float()) + pool.pos
+
+
+# --- optimisation ---------------------------------------------------------------------------
+def trainable(model: torch.nn.Module, freeze_embeddings: bool) -> list[torch.nn.Parameter]:
+    """Parameters to optimise. Frozen embeddings keep MiniLM's lexical geometry for words the
+    generator never uses, which is what carries the model to human wording."""
+    if freeze_embeddings:
+        model.embed.weight.requires_grad_(False)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def cosine_lr(step: int, total: int, warmup: int, base: float, floor: float = 0.1) -> float:
+    if step < warmup:
+        return base * (step + 1) / max(1, warmup)
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * t)))
+
+
+def set_lr(optimizer, lr: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+
+
+def build_model(cfg: dict, init: Path | None = None):
+    """BitGenModel from `model:` ({preset, overrides}) or from a checkpoint to continue from."""
+    from bitgen_core.config import BitGenConfig
+    from bitgen_core.model import BitGenModel
+    if init is not None:
+        return BitGenModel.load(init).train()
+    m = cfg.get("model") or {}
+    mc = BitGenConfig.preset(m.get("preset", "tiny"), **(m.get("overrides") or {}))
+    return BitGenModel(mc, pretrained=bool(m.get("pretrained", True)),
+                       vision_options=m.get("vision_options") or None).train()

@@ -1,0 +1,314 @@
+"""Stage 2: robot selection + reasoning. SFT on the task records, then GRPO on the trace.
+
+    python training/stage2.py [--config training/configs/stage2.yaml] [--resume] [key=value ...]
+    torchrun --nproc_per_node 2 training/stage2.py ...           (DDP, gloo on CPU)
+
+SFT, per batch of task records (docs/ARCHITECTURE.md "Data records"):
+- selection: BCE of the sigmoid per robot against the gold multi-hot set;
+- memory: each record's `facts` are written one-shot into its own episode memory before the
+  task is read (`FactEpisodes`), so the model learns to use facts written at run time (the
+  generator's memory episodes hold the same task with and without its fact, a paraphrase, and
+  an unrelated task: efficacy, generalisation and locality are all in the data);
+- images: records with a scene feed its image tokens to the gated cross-attention; in
+  image-decides records only the image tells the environment;
+- reasoning: Tiny-R1's ponder cost, and the trace LM loss on a sub-batch (the output layer is
+  30k words wide; a few rows per step teach the short step grammar just as well).
+The trace is the rules' rationale in compact form (robot keys, the place's last words) so it
+fits the runtime's 32-token trace budget. Then GRPO (training/grpo.py) sharpens the sampled
+traces: correct, well-formed, consistent with the selector.
+Writes OUT/model.pt (BitGenModel checkpoint for training/export.py), OUT/state.pt (resume),
+OUT/metrics.jsonl (curves for the report) and OUT/summary.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DistributedSampler
+
+from bitgen_core.data.loaders import load_task_records
+from bitgen_core.data.rules import parse_rationale
+from bitgen_core.model import FactEpisodes
+from training import common as C
+from training import grpo
+
+DEFAULT_CONFIG = Path(__file__).with_name("configs") / "stage2.yaml"
+
+
+# --- data -----------------------------------------------------------------------------------
+def compact_trace(rationale: str | None, tok, max_tokens: int, catalog) -> str | None:
+    """The rules' step-form rationale, shortened to fit `max_tokens` word pieces."""
+    p = parse_rationale(rationale, catalog) if rationale else None
+    if p is None:
+        return None
+    place = re.sub(r"\s*\(.*\)\s*$", "", p["place"]).split()
+    needs, capable, selected = p["needs"], p["capable"], p["selected"]
+    for n_place, short in ((2, False), (1, False), (1, True)):
+        cap = selected if short else capable
+        nd = needs.split(", ")[0] if short else needs
+        text = (f"environment: {' '.join(place[-n_place:])} → {p['family']}; needs: {nd} → "
+                f"{', '.join(cap)}; selected: {', '.join(selected)}")
+        if len(tok.encode(text)) <= max_tokens:
+            return text
+    return None
+
+
+def load_split(path: Path, catalog, limit: int = 0, seed: int = 0) -> list[dict]:
+    recs = load_task_records(path, catalog)
+    if limit and len(recs) > limit:
+        recs = random.Random(seed).sample(recs, limit)
+    return recs
+
+
+class TaskBatches:
+    """Task records -> padded tensors for one step (tokenised on the fly; fast tokenizers)."""
+
+    def __init__(self, records: list[dict], model, feats: dict, trace_tokens: int, max_facts: int = 4):
+        self.records, self.model, self.feats = records, model, feats
+        self.tok, self.cfg, self.catalog = model.tokenizer, model.config, model.catalog
+        self.max_facts = max_facts
+        self.targets = torch.tensor([self.catalog.multi_hot(r["robots"]) for r in records])
+        self.traces = [compact_trace(r.get("rationale"), self.tok, trace_tokens, self.catalog) for r in records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def tokens(self, texts: list[str], max_len: int):
+        ids, mask = self.tok.encode_batch(texts, max_len)
+        return torch.from_numpy(ids), torch.from_numpy(mask)
+
+    def images(self, recs, use_images: bool = True):
+        n = self.cfg.n_image_tokens
+        if not use_images or self.model.vision is None or not any(r["image"] for r in recs):
+            return None, None
+        c = next(iter(self.feats.values())).shape[-1]
+        x = torch.zeros(len(recs), n, c)
+        mask = torch.zeros(len(recs), n, dtype=torch.bool)
+        for i, r in enumerate(recs):
+            if r["image"]:
+                x[i], mask[i] = self.feats[r["image"]].float(), True
+        return C.image_tokens(self.model, x), mask
+
+    def facts(self, recs):
+        if not any(r["facts"] for r in recs):
+            return None
+        n = min(self.max_facts, max(len(r["facts"]) for r in recs))
+        texts = [(r["facts"][j]["text"] if j < len(r["facts"][:n]) else "") for r in recs for j in range(n)]
+        ids, mask = self.tokens(texts, self.cfg.max_task_tokens)
+        return FactEpisodes(ids.view(len(recs), n, -1), mask.view(len(recs), n, -1))
+
+    def batch(self, idx: list[int], use_images: bool = True) -> dict:
+        recs = [self.records[i] for i in idx]
+        ids, mask = self.tokens([r["task"] for r in recs], self.cfg.max_task_tokens)
+        it, im = self.images(recs, use_images)
+        return dict(task_ids=ids, task_mask=mask, image_tokens=it, image_mask=im, memory=self.facts(recs),
+                    targets=self.targets[idx], traces=[self.traces[i] for i in idx], records=recs)
+
+
+def forward(model, b: dict, rows: list[int] | None = None, with_trace: bool = False) -> dict:
+    """model.forward on a batch (or some of its rows), optionally teacher-forcing the traces."""
+    sel = (lambda t: t) if rows is None else (lambda t: None if t is None else t[rows])
+    mem = b["memory"]
+    if mem is not None and rows is not None:
+        mem = FactEpisodes(mem.ids[rows], mem.mask[rows])
+    kw = {}
+    if with_trace:
+        traces = [b["traces"][i] for i in rows]
+        tr, trm = model.tokenizer.encode_batch(traces, model.config.max_trace_tokens)
+        kw = dict(trace_ids=torch.from_numpy(tr), trace_mask=torch.from_numpy(trm))
+    return model(sel(b["task_ids"]), sel(b["task_mask"]), memory=mem, image_tokens=sel(b["image_tokens"]),
+                 image_mask=sel(b["image_mask"]), **kw)
+
+
+def gather_features(model, record_sets: list[list[dict]], cfg: dict, d: C.Dist) -> dict:
+    paths = [r["image"] for recs in record_sets for r in recs if r["image"]]
+    if not paths or model.vision is None:
+        return {}
+    return C.vision_features(model, paths, C.resolve(cfg["data"]["feature_cache"]), d)
+
+
+# --- evaluation -----------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model, data: TaskBatches, use_images: bool = True, batch_size: int = 64) -> dict:
+    """Top-1 in gold, recall@3 and set F1 of the chosen robots (p >= 0.5, 1..3) on a record set."""
+    if len(data) == 0:
+        return {}
+    was = model.training
+    model.eval()
+    top1, rec3, f1 = [], [], []
+    for s in range(0, len(data), batch_size):
+        idx = list(range(s, min(len(data), s + batch_size)))
+        b = data.batch(idx, use_images)
+        probs = torch.sigmoid(forward(model, b)["robot_logits"])
+        for p, r in zip(probs, b["records"]):
+            order = [model.catalog.keys[i] for i in torch.argsort(p, descending=True, stable=True).tolist()]
+            gold = set(r["robots"])
+            top1.append(order[0] in gold)
+            rec3.append(len(gold & set(order[:3])) / len(gold))
+            f1.append(grpo.set_f1(grpo.chosen_robots(p, model.catalog.keys), gold))
+    model.train(was)
+    return {"top1": float(np.mean(top1)), "recall_at_3": float(np.mean(rec3)), "f1": float(np.mean(f1)),
+            "n": len(top1)}
+
+
+def eval_sets(model, sets: dict[str, TaskBatches]) -> dict:
+    out = {}
+    for name, data in sets.items():
+        for k, v in evaluate(model, data).items():
+            out[f"{name}_{k}"] = v
+        if name == "dev":
+            img = [i for i, r in enumerate(data.records) if r["image_decides"]]
+            if img:
+                sub = TaskBatches([data.records[i] for i in img], model, data.feats, 1)
+                out["dev_image_with_top1"] = evaluate(model, sub, True)["top1"]
+                out["dev_image_without_top1"] = evaluate(model, sub, False)["top1"]
+    return out
+
+
+# --- SFT ------------------------------------------------------------------------------------
+def sft(model, train: TaskBatches, tcfg: dict, out: Path, d: C.Dist, log: C.MetricsLog, start_step: int,
+        optimizer, evals: dict, seed: int) -> None:
+    steps, bs = int(tcfg["steps"]), int(tcfg["batch_size"])
+    params = [p for p in model.parameters() if p.requires_grad]
+    sampler = DistributedSampler(range(len(train)), num_replicas=d.world, rank=d.rank, shuffle=True, seed=seed)
+    per_epoch = max(1, len(sampler) // bs)
+    trace_rows = [i for i, t in enumerate(train.traces) if t]
+    bar = C.progress(steps, "stage2 sft", d, initial=start_step)
+    max_s = float(tcfg.get("max_minutes", 0) or 0) * 60
+    acc: dict[str, list] = {}
+    step = start_step
+    while step < steps:
+        epoch, offset = divmod(step, per_epoch)
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        for k in range(offset, per_epoch):
+            if step >= steps:
+                break
+            C.set_lr(optimizer, C.cosine_lr(step, steps, int(tcfg["warmup"]), float(tcfg["lr"])))
+            b = train.batch(order[k * bs:(k + 1) * bs])
+            o = forward(model, b)
+            sel = model.selector.loss(o["robot_logits"], b["targets"])
+            loss = sel + model.config.ponder_weight * o["ponder_cost"] + float(tcfg["kl_weight"]) * o["memory_kl"]
+            rows = [i for i, t in enumerate(b["traces"]) if t][: int(tcfg["lm_rows"])]
+            lm = torch.zeros(())
+            if rows and trace_rows:
+                lm = forward(model, b, rows, with_trace=True)["lm_loss"]
+                loss = loss + float(tcfg["lm_weight"]) * lm
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            C.average_gradients(params, d)
+            torch.nn.utils.clip_grad_norm_(params, float(tcfg["grad_clip"]))
+            optimizer.step()
+            step += 1
+            bar.update(1)
+            for key, v in (("loss", loss), ("bce", sel), ("lm", lm), ("ponder", o["ponder_cost"]),
+                           ("memory_kl", o["memory_kl"]), ("steps", o["steps"].mean())):
+                acc.setdefault(key, []).append(float(v.detach()))
+            if step % int(tcfg["log_every"]) == 0 or step == steps:
+                m = C.all_mean({k: float(np.mean(v)) for k, v in acc.items()}, d)
+                m["lr"] = optimizer.param_groups[0]["lr"]
+                if step % int(tcfg["eval_every"]) == 0 or step == steps:
+                    m.update(eval_sets(model, evals))
+                log.write(step, "sft", m)
+                bar.set_postfix(loss=f"{m['loss']:.3f}", bce=f"{m['bce']:.3f}", lm=f"{m['lm']:.2f}")
+                acc = {}
+            timeout = max_s and log.elapsed > max_s
+            if d.main and (step % int(tcfg["ckpt_every"]) == 0 or step == steps or timeout):
+                C.save_state(out / "state.pt", model=model, optimizer=optimizer, step=step, phase="sft",
+                             elapsed_s=log.elapsed)
+            if timeout:
+                print(f"stage2: SFT stopped at step {step} by max_minutes", file=sys.stderr)
+                steps = step
+                break
+    bar.close()
+
+
+def _phase(out: Path) -> str:
+    return torch.load(out / "state.pt", map_location="cpu", weights_only=False)["phase"]
+
+
+# --- main -----------------------------------------------------------------------------------
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default=str(DEFAULT_CONFIG))
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
+    ap.add_argument("overrides", nargs="*", help="key=value config overrides (e.g. sft.steps=100)")
+    args = ap.parse_args(argv)
+    cfg = C.load_config(args.config, args.overrides)
+    torch.set_num_threads(int(cfg.get("threads", 1)))
+    d = C.setup_distributed()
+    seed = int(cfg.get("seed", 0))
+    C.seed_everything(seed + d.rank)
+    out = C.resolve(cfg["out"])
+    init = C.resolve(cfg.get("init"))
+    if init is not None and not init.exists():
+        raise SystemExit(f"stage2: init checkpoint {init} not found; run stage1 first or set init=null")
+    model = C.build_model(cfg, init)
+    C.broadcast_parameters(model, d)
+    tcfg, gcfg, dcfg = cfg["sft"], cfg["grpo"], cfg["data"]
+    C.trainable(model, bool(tcfg.get("freeze_embeddings", True)))
+    catalog = model.catalog
+    train_recs = [r for p in dcfg["train"] for r in load_split(C.resolve(p), catalog)]
+    limit = int(dcfg.get("max_records", 0))
+    if limit and len(train_recs) > limit:
+        train_recs = random.Random(seed).sample(train_recs, limit)
+    eval_recs = {}
+    for name in ("val", "heldout", "dev"):      # reported only: never trained on
+        p = C.resolve(dcfg.get(name))
+        if p is not None and p.exists():
+            eval_recs[name] = load_split(p, catalog, int(dcfg.get("max_eval", 0)) if name != "dev" else 0, seed)
+    feats = gather_features(model, [train_recs, *eval_recs.values()], cfg, d)
+    trace_tokens = int(cfg.get("trace_tokens", 31))
+    train = TaskBatches(train_recs, model, feats, trace_tokens, int(tcfg.get("max_facts", 4)))
+    evals = {k: TaskBatches(v, model, feats, trace_tokens) for k, v in eval_recs.items()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=float(tcfg["lr"]), weight_decay=float(tcfg["weight_decay"]))
+    start, phase, elapsed = 0, "sft", 0.0
+    if args.resume and (out / "state.pt").exists():
+        st = C.load_state(out / "state.pt", model=model, optimizer=opt if _phase(out) == "sft" else None)
+        start, phase, elapsed = st["step"], st["phase"], st["elapsed_s"]
+        if d.main:
+            print(f"stage2: resuming {phase} at step {start}", file=sys.stderr)
+    log = C.MetricsLog(out / "metrics.jsonl", d, elapsed, append=args.resume)
+    if d.main:
+        print(f"stage2: {len(train)} train records ({sum(bool(t) for t in train.traces)} with traces, "
+              f"{len(feats)} images), params {model.param_count()['total']:,}", file=sys.stderr)
+    t_sft = time.perf_counter()
+    if phase == "sft":
+        sft(model, train, tcfg, out, d, log, start, opt, evals, seed)
+        if d.main:
+            model.save(out / "sft.pt")
+        start = 0
+    sft_minutes = (time.perf_counter() - t_sft) / 60
+    if int(gcfg.get("steps", 0)) > 0:
+        if d.on:
+            torch.distributed.barrier()
+        grpo.run(model, train, gcfg, out, d, log, start, seed, forward)
+    summary = {"records": len(train), "images": len(feats), "sft_minutes_this_run": round(sft_minutes, 2),
+               "elapsed_minutes": round(log.elapsed / 60, 2), **eval_sets(model, evals)}
+    log.write(int(tcfg["steps"]) + int(gcfg.get("steps", 0)), "final", {k: v for k, v in summary.items()
+                                                                         if isinstance(v, (int, float))})
+    if d.on:   # ranks must hold identical weights after synchronous updates (tests/training/test_ddp.py)
+        checksum = sum(float(p.double().sum()) for p in model.parameters())
+        print(f"rank {d.rank} parameter checksum {checksum:.10e}", file=sys.stderr)
+    if d.main:
+        model.save(out / "model.pt")
+        (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        print(json.dumps(summary), file=sys.stderr)
+    C.teardown_distributed(d)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
