@@ -10,7 +10,8 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed; run `make build`")
 pytest.importorskip("bitgen_ros.msg", reason="bitgen_ros interfaces not built; run `make build`")
 
-from ros_node_harness import SelectorProcess, TestClient, have_runtime  # noqa: E402
+from ros_node_harness import (HAVE_MODEL, NO_MODEL_REASON, SelectorProcess,  # noqa: E402
+                              TestClient, have_runtime)
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +101,20 @@ def test_ctrl_c_stops_the_node_quietly(ros, tmp_path):
     code = node.stop(signal.SIGINT)
     assert code == 0, node.log()
     assert "Traceback" not in node.log()
+
+
+@pytest.mark.skipif(not HAVE_MODEL, reason=NO_MODEL_REASON)
+def test_autostart_configures_and_activates_without_a_lifecycle_manager(ros, tmp_path):
+    node = SelectorProcess(tmp_path, params={"autostart": True}).start()
+    try:
+        ros.attach(node.ns)
+        ros.wait_for(lambda: _state(ros) == "active", timeout=60, what="autostart to activate")
+    finally:
+        node.stop()
+
+
+def _state(ros):
+    try:
+        return ros.state()
+    except TimeoutError:
+        return None
