@@ -1,0 +1,97 @@
+"""RuntimeMemory: facts change the selection at once, forget restores it exactly, facts persist
+atomically and are replayed at load, another process's edits are picked up, guards apply."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bitgen_core.audit import AuditLog, read_audit
+from bitgen_core.auth import EditGuard, EditToken
+from bitgen_core.limits import Limits
+from bitgen_core.runtime import BitGenRuntime
+
+TASK = "fly over the flooded zone B and photograph it"
+
+
+def _probs(rt):
+    sel = rt.select(TASK, max_trace_tokens=0)
+    return np.array([dict(zip(sel.robots, sel.confidences))[k] for k in rt.catalog.keys])
+
+
+def test_write_changes_selection_and_forget_restores_it_exactly(exported):
+    rt = BitGenRuntime.load(exported.directory)
+    before = _probs(rt)
+    r = rt.memory.write("zone_b", "zone B is flooded and the drone is grounded")
+    assert r.success and r.count == 1
+    during = _probs(rt)
+    assert np.abs(during - before).max() > 1e-4
+    assert rt.select(TASK, max_trace_tokens=0).memory_keys_used in ([], ["zone_b"])
+    assert rt.select("zone B is flooded and the drone is grounded", max_trace_tokens=0).memory_keys_used == ["zone_b"]
+    assert rt.memory.forget("zone_b").success
+    np.testing.assert_allclose(_probs(rt), before, atol=1e-6)
+    miss = rt.memory.forget("zone_b")
+    assert not miss.success and "no fact" in miss.message
+
+
+def test_facts_persist_and_are_replayed_at_load(exported, tmp_path):
+    path = tmp_path / "facts.json"
+    a = BitGenRuntime.load(exported.directory, memory_path=path)
+    assert a.memory.write("stairs", "the stairs of building C are blocked").success
+    assert a.memory.write("drone", "the drone battery is empty").success
+    b = BitGenRuntime.load(exported.directory, memory_path=path)
+    assert [f.key for f in b.memory.list()] == ["stairs", "drone"]
+    np.testing.assert_allclose(_probs(a), _probs(b), atol=1e-6)
+    # an edit by another process (here: another runtime on the same file) is picked up
+    assert b.memory.forget("drone").success
+    assert [f.key for f in a.memory.list()] == ["stairs"]
+    np.testing.assert_allclose(_probs(a), _probs(b), atol=1e-6)
+
+
+def test_save_and_load_whole_fact_sets(exported, tmp_path):
+    rt = BitGenRuntime.load(exported.directory)
+    rt.memory.write("k1", "the humanoid is charging")
+    rt.memory.save(tmp_path / "copy.json")
+    other = BitGenRuntime.load(exported.directory)
+    assert other.memory.load(tmp_path / "copy.json").success
+    assert [f.key for f in other.memory.list()] == ["k1"]
+    np.testing.assert_allclose(_probs(rt), _probs(other), atol=1e-6)
+
+
+def test_limits_are_enforced(exported):
+    rt = BitGenRuntime.load(exported.directory, limits=Limits(max_fact_chars=20, max_facts=2))
+    assert not rt.memory.write("k", "x" * 21).success
+    assert not rt.memory.write("bad key!", "short").success
+    assert not rt.memory.write("k", "").success
+    assert rt.memory.write("a", "one").success and rt.memory.write("b", "two").success
+    full = rt.memory.write("c", "three")
+    assert not full.success and "full" in full.message
+    assert rt.memory.write("a", "one again").success   # replacing is not growing
+    assert len(rt.memory.list()) == 2
+
+
+def test_edit_guard_and_audit(exported, tmp_path):
+    guard = EditGuard(EditToken(b"correct-horse-battery", "test"), edits_per_minute=None)
+    audit = AuditLog(tmp_path / "audit.log")
+    rt = BitGenRuntime.load(exported.directory, memory_path=tmp_path / "m.json", edit_guard=guard,
+                            audit_log=audit)
+    denied = rt.memory.write("k", "the drone is grounded", token="wrong-token-value")
+    assert not denied.success and "wrong" in denied.message
+    assert rt.memory.write("k", "the drone is grounded", token="correct-horse-battery").success
+    assert not rt.memory.forget("k").success           # no token
+    records = list(read_audit(tmp_path / "audit.log"))
+    assert [(r["action"], r["outcome"]) for r in records] == [("write", "refused"), ("write", "ok"),
+                                                               ("forget", "refused")]
+    assert records[1]["fact_sha256"]
+    guard.read_only = True
+    assert "read-only" in rt.memory.write("j", "x", token="correct-horse-battery").message
+
+
+def test_corrupt_store_is_moved_aside_with_recover(exported, tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text("{garbage")
+    from bitgen_core.errors import StoreCorruptError
+    with pytest.raises(StoreCorruptError):
+        BitGenRuntime.load(exported.directory, memory_path=path)
+    rt = BitGenRuntime.load(exported.directory, memory_path=path, recover_memory=True)
+    assert rt.memory.last_recovery and rt.memory.list() == []
+    assert list(tmp_path.glob("m.json.corrupt-*"))
