@@ -35,7 +35,6 @@ from training.report import (BITGEN, check_targets, format_targets, load_trainin
 _HELDOUT_SPLITS = {"heldout", "held_out", "dev", "test", "val", "validation"}
 
 
-
 # --- data -----------------------------------------------------------------------------------
 def read_jsonl(path: str | Path) -> list[dict]:
     path = Path(path)
@@ -321,7 +320,10 @@ def evaluate_all(systems: list, catalog: RobotCatalog, dev=None, heldout=None,
         results["set_sizes"]["memory"] = len(memory_cases)
         for s in systems:
             _, results["memory"][s.name] = evaluate_memory(s, memory_cases)
-            log(f"  {'memory':14s} {s.name:16s} {results['memory'][s.name]}")
+            mm = results["memory"][s.name]
+            log(f"  {'memory':14s} {s.name:16s} " + "  ".join(
+                f"{k} {mm[k]:.3f}" for k in ("efficacy", "paraphrase", "locality", "forget")
+                if mm[k] is not None))
     return results
 
 
