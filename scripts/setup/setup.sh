@@ -91,19 +91,34 @@ make_venv() {
 
 pip_install() {  # pip_install WHAT ARGS... : pinned install, with a message that says what to do
   local what="$1"; shift
-  if ! "$PY" -m pip install --disable-pip-version-check -c "$REPO/constraints.txt" "$@"; then
+  if ! "$PY" -m pip install -q --disable-pip-version-check -c "$REQS/constraints.txt" "$@"; then
     die "pip could not install the $what ($*). Check that the package registry (PyPI) is" \
         "reachable and that the pins in requirements*.txt / constraints.txt exist for this" \
         "Python and CPU ($(uname -m)), then re-run make."
   fi
 }
 
+select_requirements() {  # sets REQS: the directory whose requirements*.txt pip reads
+  REQS="$REPO"
+  [ -n "${ROS_DISTRO:-}" ] || return 0
+  # A distro's rclpy and message modules are compiled against the system numpy (1.x on
+  # Ubuntu 24.04); a numpy from PyPI in the venv would shadow it and break their import.
+  # Keep the system numpy: pin it in place of ours.
+  local system_numpy
+  system_numpy="$("$PY" -c 'import numpy; print(numpy.__version__)' 2>/dev/null)" || return 0
+  REQS="$STAMPS/distro-requirements"
+  mkdir -p "$REQS"
+  cp "$REPO"/requirements*.txt "$REPO/constraints.txt" "$REQS/"
+  sed -i '/^numpy==/d' "$REQS"/requirements*.txt "$REQS/constraints.txt"
+  echo "numpy==$system_numpy" >> "$REQS/constraints.txt"
+}
+
 install_python_deps() {
-  local h; h="$(hash_of "$REPO/requirements.txt" "$REPO/requirements-train.txt" \
-    "$REPO/requirements-dev.txt" "$REPO/constraints.txt")-$(python_version "$PY")"
+  local h; h="$(cd "$REPO" && hash_of requirements.txt requirements-train.txt \
+    requirements-dev.txt constraints.txt)-$(python_version "$PY")-${ROS_DISTRO:-wheels}"
   if stamp_ok python-deps "$h"; then return; fi
-  say "installing pinned Python dependencies (requirements-dev.txt)"
-  pip_install "Python dependencies" -r "$REPO/requirements-dev.txt"
+  say "installing pinned Python dependencies (requirements-dev.txt; a few minutes the first time)"
+  pip_install "Python dependencies" -r "$REQS/requirements-dev.txt"
   stamp_set python-deps "$h"
 }
 
@@ -113,8 +128,8 @@ install_ros() {
       || die "ROS_DISTRO=$ROS_DISTRO is set but the venv cannot import rclpy: source" \
              "/opt/ros/$ROS_DISTRO/setup.bash before make, and make sure $VENV was created" \
              "from the distro's Python with system site-packages (rm -rf $VENV; make test)."
-    if ! command -v colcon >/dev/null 2>&1; then
-      local h; h="$(hash_of "$REPO/constraints.txt")"
+    if ! command -v colcon >/dev/null 2>&1 && [ ! -x "$VENV/bin/colcon" ]; then
+      local h; h="$(cd "$REPO" && hash_of constraints.txt)"
       stamp_ok colcon "$h" || { pip_install "colcon build tool" colcon-common-extensions; \
                                 stamp_set colcon "$h"; }
     fi
@@ -123,10 +138,10 @@ install_ros() {
   [ "$(uname -m)" = "x86_64" ] \
     || die "the ROS 2 wheels on PyPI exist for x86_64 only; on $(uname -m) install a ROS 2" \
            "distro (Humble/Jazzy/Kilted), source it and re-run make (see README, Install)."
-  local h; h="$(hash_of "$REPO/requirements-ros.txt" "$REPO/constraints.txt")"
+  local h; h="$(cd "$REPO" && hash_of requirements-ros.txt constraints.txt)"
   if ! stamp_ok ros-wheels "$h"; then
     say "installing ROS 2 Kilted from PyPI wheels (requirements-ros.txt)"
-    pip_install "ROS 2 wheels" -r "$REPO/requirements-ros.txt"
+    pip_install "ROS 2 wheels" -r "$REQS/requirements-ros.txt"
     stamp_set ros-wheels "$h"
   fi
   # Idempotent and fast; run every time so a reinstalled wheel gets fixed again.
@@ -199,9 +214,11 @@ run_tests() {
 
 cmd="${1:-test}"; shift || true
 case "$cmd" in
-  setup) make_venv; install_python_deps; install_ros ;;
-  build) check_toolchain; make_venv; install_python_deps; install_ros; build_package ;;
-  test)  check_toolchain; make_venv; install_python_deps; install_ros; build_package
+  setup) make_venv; select_requirements; install_python_deps; install_ros ;;
+  build) check_toolchain; make_venv; select_requirements; install_python_deps; install_ros
+         build_package ;;
+  test)  check_toolchain; make_venv; select_requirements; install_python_deps; install_ros
+         build_package
          run_tests "$@" ;;
   *) die "unknown command '$cmd' (use setup, build or test)" ;;
 esac
