@@ -104,7 +104,7 @@ def cmd_select(args) -> int:
         if not args.out:
             raise CliError("--batch needs --out OUT.jsonl")
         return _select_batch(args)
-    if not args.task:
+    if args.task is None:
         raise CliError("give --task TEXT (or --batch IN.jsonl --out OUT.jsonl)")
     image = _read_image(args.image) if args.image else None
     rt = _load_runtime(args, args.memory)
