@@ -58,6 +58,8 @@ class BitGenConfig:
     robot_embed_dim: int = 64
     selector_scale_init: float = 10.0
     # --- bookkeeping --------------------------------------------------------------------
+    quantize: bool = True            # False: same model with full-precision linears (fp32 twin)
+
     name: str = "custom"
     extra: dict = field(default_factory=dict)   # free-form notes (training data, etc.)
 

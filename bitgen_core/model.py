@@ -36,7 +36,7 @@ from bitgen_core.config import PRESETS, BitGenConfig
 from bitgen_core.errors import InputError, ModelLoadError
 from bitgen_core.fusion import GatedCrossAttention
 from bitgen_core.memory import EpisodicMemory
-from bitgen_core.quant import BitLinear, RMSNorm
+from bitgen_core.quant import BitLinear, RMSNorm, set_quantization
 from bitgen_core.reasoning import TinyR1Reasoner
 from bitgen_core.selector import RobotSelector
 from bitgen_core.store import atomic_write_bytes
@@ -127,6 +127,8 @@ class BitGenModel(nn.Module):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
         self._robot_cache: tuple | None = None
+        if not cfg.quantize:     # the full-precision twin, for measuring what ternary costs
+            set_quantization(self, False)
 
     # ------------------------------------------------------------------ 1. image
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:

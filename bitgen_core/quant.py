@@ -95,6 +95,9 @@ class BitLinear(nn.Module):
         # well-scaled activation regardless of the residual stream's magnitude.
         self.norm = RMSNorm(in_features) if norm else None
         self.export_mode = False
+        # quantize=False gives the full-precision twin of the same architecture, trained by
+        # the same scripts, so the cost of ternary weights can be measured (not assumed).
+        self.quantize = True
         self.register_buffer("_w_int8_t", torch.zeros(0, dtype=torch.int8), persistent=False)
         self.register_buffer("_gamma", torch.ones(()), persistent=False)
         self.reset_parameters()
@@ -109,6 +112,8 @@ class BitLinear(nn.Module):
             x = self.norm(x)
         if self.export_mode:
             return self._forward_integer(x)
+        if not self.quantize:
+            return F.linear(x, self.weight, self.bias)
         return F.linear(activation_quant(x), weight_quant(self.weight), self.bias)
 
     def _forward_integer(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,6 +130,8 @@ class BitLinear(nn.Module):
 
     @torch.no_grad()
     def set_export_mode(self, enabled: bool = True) -> None:
+        if enabled and not self.quantize:
+            raise ValueError("a full-precision (quantize=False) BitLinear has no ternary export form")
         self.export_mode = enabled
         if enabled:
             q, gamma = self.ternary_weight()
@@ -135,7 +142,7 @@ class BitLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, norm={self.norm is not None}")
+                f"bias={self.bias is not None}, norm={self.norm is not None}, quantize={self.quantize}")
 
 
 def set_export_mode(module: nn.Module, enabled: bool = True) -> nn.Module:
@@ -143,6 +150,14 @@ def set_export_mode(module: nn.Module, enabled: bool = True) -> nn.Module:
     for m in module.modules():
         if isinstance(m, BitLinear):
             m.set_export_mode(enabled)
+    return module
+
+
+def set_quantization(module: nn.Module, enabled: bool = True) -> nn.Module:
+    """Turn BitNet quantisation of every BitLinear under `module` on (default) or off (fp32 twin)."""
+    for m in module.modules():
+        if isinstance(m, BitLinear):
+            m.quantize = enabled
     return module
 
 

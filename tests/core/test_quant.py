@@ -209,3 +209,29 @@ def test_deployable_modules_do_not_import_torch():
     code = ("import sys, bitgen_core.ternary, bitgen_core.memory_np, bitgen_core.kvcache_np; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+def test_quantization_off_gives_the_full_precision_twin():
+    from bitgen_core.quant import set_quantization
+    torch.manual_seed(0)
+    layer = BitLinear(16, 8)
+    x = torch.randn(3, 16)
+    ternary_out = layer(x)
+    set_quantization(layer, False)
+    fp_out = layer(x)
+    assert torch.allclose(fp_out, F.linear(layer.norm(x), layer.weight))
+    assert not torch.allclose(fp_out, ternary_out, atol=1e-3)
+    with pytest.raises(ValueError, match="no ternary export"):
+        layer.set_export_mode(True)
+    set_quantization(layer, True)
+    assert torch.equal(layer(x), ternary_out)
+
+
+def test_model_config_quantize_false_builds_fp32_twin():
+    from bitgen_core.config import BitGenConfig
+    from bitgen_core.model import BitGenModel
+    cfg = BitGenConfig.preset("nano", quantize=False, vision_kind="none")
+    model = BitGenModel(cfg, pretrained=False)
+    assert all(not m.quantize for _, m in bitlinear_layers(model))
+    twin = BitGenModel(BitGenConfig.preset("nano", vision_kind="none"), pretrained=False)
+    assert all(m.quantize for _, m in bitlinear_layers(twin))
