@@ -41,10 +41,9 @@ HUMBLE_ENV_GAP = pytest.mark.xfail(strict=True, reason=(
     "must also export ROS_LOCALHOST_ONLY=1 when ROS_DISTRO=humble and ROS_LOCALHOST_ONLY and "
     "ROS_AUTOMATIC_DISCOVERY_RANGE are unset"))
 LAUNCH_GAP = pytest.mark.xfail(strict=True, reason=(
-    "launch/robot_selector.launch.py sets no discovery scope: it must declare a "
-    "'discovery_range' argument and apply it with SetEnvironmentVariable("
-    "'ROS_AUTOMATIC_DISCOVERY_RANGE', ...) defaulting to LOCALHOST when unset, plus "
-    "SetEnvironmentVariable('ROS_LOCALHOST_ONLY', '1') on Humble"))
+    "launch/robot_selector.launch.py sets no discovery scope: when neither variable is set it "
+    "must add SetEnvironmentVariable('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST') before the "
+    "nodes, plus SetEnvironmentVariable('ROS_LOCALHOST_ONLY', '1') when ROS_DISTRO is humble"))
 
 
 @pytest.fixture()
