@@ -39,3 +39,26 @@ DEMO_ARGS ?=
 
 demo: build
 	@bash -c '. scripts/setup/env.sh && exec python -m bitgen_ros.demo $(DEMO_ARGS)'
+
+# --- train / model (owned by training: stage1.py, stage2.py, configs/, models/default) -------
+# The exact commands that made the shipped default model (models/default/MODEL_CARD.md).
+#   make train-data   generate the corpora (seeded: identical bytes on every machine)
+#   make train        stage 1 + stage 2 with the default configs (training/configs/*.yaml)
+#   make model        train, export to models/default, evaluate into reports/eval
+TRAIN_PY := $(VENV)/bin/python
+.PHONY: train-data train model
+
+train-data:
+	$(TRAIN_PY) -m bitgen_core.data.generate --out runs/data/corpus --n 24000 --seed 0 --quiet
+	$(TRAIN_PY) -m bitgen_core.data.generate --out runs/data/scenes --n 3000 --seed 1 --images --memory-cases 20 --quiet
+
+train: train-data
+	$(TRAIN_PY) training/stage1.py --config training/configs/stage1.yaml
+	$(TRAIN_PY) training/stage2.py --config training/configs/stage2.yaml
+
+model: train
+	$(TRAIN_PY) training/export.py --checkpoint runs/stage2/model.pt --out models/default --force
+	$(TRAIN_PY) training/evaluate.py --model-dir models/default --dev data/dev/tasks.jsonl \
+	    --memory-cases data/dev/memory_cases.jsonl --train-data runs/data/corpus \
+	    --heldout runs/data/corpus/heldout.jsonl --out reports/eval \
+	    --train-logs runs/stage1/metrics.jsonl runs/stage2/metrics.jsonl

@@ -133,9 +133,9 @@ def all_mean(values: dict[str, float], d: Dist) -> dict[str, float]:
 
 # --- checkpoints ----------------------------------------------------------------------------
 def save_state(path: Path, *, model: torch.nn.Module, optimizer, step: int, phase: str,
-               elapsed_s: float, extra_modules: dict | None = None, extra: dict | None = None) -> None:
+               log: "MetricsLog", extra_modules: dict | None = None, extra: dict | None = None) -> None:
     """Full training state (for --resume), atomically."""
-    state = {"format": CKPT_FORMAT, "step": step, "phase": phase, "elapsed_s": elapsed_s,
+    state = {"format": CKPT_FORMAT, "step": step, "phase": phase, "elapsed_s": log.elapsed, "cpu_s": log.cpu,
              "model": model.state_dict(), "optimizer": optimizer.state_dict() if optimizer else None,
              "modules": {k: m.state_dict() for k, m in (extra_modules or {}).items()},
              "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
@@ -166,12 +166,20 @@ def load_state(path: Path, *, model: torch.nn.Module, optimizer=None,
 
 
 # --- logging --------------------------------------------------------------------------------
-class MetricsLog:
-    """JSONL metrics (rank 0 only); `elapsed_s` continues across --resume."""
+_T_START = time.perf_counter()
+_CPU_START = time.process_time()
 
-    def __init__(self, path: Path, d: Dist, elapsed_before: float = 0.0, append: bool = False):
+
+class MetricsLog:
+    """JSONL metrics (rank 0 only). `elapsed_s` is wall time since the script started (data,
+    caches and model set-up included) plus the previous runs' time when resuming; `cpu_s` is
+    this process's CPU time, the same way (on a shared machine the two differ a lot)."""
+
+    def __init__(self, path: Path, d: Dist, elapsed_before: float = 0.0, append: bool = False,
+                 cpu_before: float = 0.0):
         self.path, self.d = path, d
-        self.t0 = time.perf_counter() - elapsed_before
+        self.t0 = _T_START - elapsed_before
+        self.c0 = _CPU_START - cpu_before
         if d.main:
             path.parent.mkdir(parents=True, exist_ok=True)
             if not append and path.exists():
@@ -181,13 +189,17 @@ class MetricsLog:
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
 
+    @property
+    def cpu(self) -> float:
+        return time.process_time() - self.c0
+
     def write(self, step: int, phase: str, metrics: dict) -> None:
         if not self.d.main:
             return
         row = {"step": int(step), "phase": phase,
                **{k: (round(float(v), 6) if isinstance(v, (float, int, np.floating)) else v)
                   for k, v in metrics.items()},
-               "elapsed_s": round(self.elapsed, 2)}
+               "elapsed_s": round(self.elapsed, 2), "cpu_s": round(self.cpu, 2)}
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
 
@@ -224,6 +236,19 @@ def minilm_embeddings(texts: list[str], cache_dir: Path, threads: int = 1) -> np
         np.savez(buf, keys=np.array(ks), emb=np.stack([table[k] for k in ks]))
         atomic_write_bytes(path, buf.getvalue())
     return np.stack([table[k] for k in keys]).astype(np.float32) if keys else np.zeros((0, 384), np.float32)
+
+
+def minilm_table(cache_dir: Path) -> dict[str, np.ndarray]:
+    """The cached teacher embeddings by text hash (read-only; empty when nothing is cached)."""
+    path = cache_dir / "minilm_teacher.npz"
+    if not path.exists():
+        return {}
+    z = np.load(path)
+    return dict(zip(z["keys"].tolist(), z["emb"]))
+
+
+def text_key(text: str) -> str:
+    return _sha(text.encode("utf-8"))
 
 
 @torch.no_grad()

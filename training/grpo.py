@@ -237,5 +237,5 @@ def run(model, train, gcfg: dict, out, d, log, start_step: int, seed: int, forwa
             bar.set_postfix(reward=f"{m['reward']:.2f}", kl=f"{m['kl']:.3f}")
         if d.main and ((step + 1) % int(gcfg["ckpt_every"]) == 0 or step + 1 == steps):
             C.save_state(out / "state.pt", model=model, optimizer=opt, step=step + 1, phase="grpo",
-                         elapsed_s=log.elapsed)
+                         log=log)
     bar.close()

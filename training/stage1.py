@@ -164,13 +164,13 @@ def main(argv=None) -> dict:
 
     params = [p for p in model.parameters() if p.requires_grad] + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=float(s1["lr"]), weight_decay=float(s1["weight_decay"]))
-    start, elapsed = 0, 0.0
+    start, elapsed, cpu = 0, 0.0, 0.0
     if args.resume and (out / "state.pt").exists():
         st = C.load_state(out / "state.pt", model=model, optimizer=opt, extra_modules={"heads": heads})
-        start, elapsed = st["step"], st["elapsed_s"]
+        start, elapsed, cpu = st["step"], st["elapsed_s"], st.get("cpu_s", 0.0)
         if d.main:
             print(f"stage1: resuming at step {start}", file=sys.stderr)
-    log = C.MetricsLog(out / "metrics.jsonl", d, elapsed, append=args.resume)
+    log = C.MetricsLog(out / "metrics.jsonl", d, elapsed, append=args.resume, cpu_before=cpu)
     w = s1["weights"]
     steps, bs, dbs = int(s1["steps"]), int(s1["batch_size"]), int(s1["distill_batch"])
     sampler = DistributedSampler(range(len(pairs)), num_replicas=d.world, rank=d.rank, shuffle=True, seed=seed)
@@ -223,7 +223,7 @@ def main(argv=None) -> dict:
             acc = {}
         if d.main and ((step + 1) % int(s1["ckpt_every"]) == 0 or step + 1 == steps):
             C.save_state(out / "state.pt", model=model, optimizer=opt, step=step + 1, phase="stage1",
-                         elapsed_s=log.elapsed, extra_modules={"heads": heads})
+                         log=log, extra_modules={"heads": heads})
     bar.close()
     summary = {"pairs": len(pairs), "held_out_pairs": len(held), "images": len(feats),
                "distill_texts": len(texts), "elapsed_minutes": round(log.elapsed / 60, 2),

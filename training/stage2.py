@@ -42,6 +42,7 @@ from bitgen_core.data.rules import parse_rationale
 from bitgen_core.model import FactEpisodes
 from training import common as C
 from training import grpo
+from training.stage1 import distill_loss
 
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "stage2.yaml"
 
@@ -74,12 +75,18 @@ def load_split(path: Path, catalog, limit: int = 0, seed: int = 0) -> list[dict]
 class TaskBatches:
     """Task records -> padded tensors for one step (tokenised on the fly; fast tokenizers)."""
 
-    def __init__(self, records: list[dict], model, feats: dict, trace_tokens: int, max_facts: int = 4):
+    def __init__(self, records: list[dict], model, feats: dict, trace_tokens: int, max_facts: int = 4,
+                 teacher: dict | None = None):
         self.records, self.model, self.feats = records, model, feats
         self.tok, self.cfg, self.catalog = model.tokenizer, model.config, model.catalog
         self.max_facts = max_facts
         self.targets = torch.tensor([self.catalog.multi_hot(r["robots"]) for r in records])
         self.traces = [compact_trace(r.get("rationale"), self.tok, trace_tokens, self.catalog) for r in records]
+        # MiniLM embeddings of the task texts stage 1 distilled on (rows without one: zeros)
+        rows = [(teacher or {}).get(C.text_key(r["task"])) for r in records]
+        self.has_teacher = torch.tensor([t is not None for t in rows])
+        self.teacher = torch.from_numpy(np.stack([np.zeros(384, np.float32) if t is None else t.astype(np.float32)
+                                                  for t in rows])) if records else torch.zeros(0, 384)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -113,7 +120,8 @@ class TaskBatches:
         ids, mask = self.tokens([r["task"] for r in recs], self.cfg.max_task_tokens)
         it, im = self.images(recs, use_images)
         return dict(task_ids=ids, task_mask=mask, image_tokens=it, image_mask=im, memory=self.facts(recs),
-                    targets=self.targets[idx], traces=[self.traces[i] for i in idx], records=recs)
+                    targets=self.targets[idx], traces=[self.traces[i] for i in idx], records=recs,
+                    teacher=self.teacher[idx], has_teacher=self.has_teacher[idx])
 
 
 def forward(model, b: dict, rows: list[int] | None = None, with_trace: bool = False) -> dict:
@@ -177,10 +185,10 @@ def eval_sets(model, sets: dict[str, TaskBatches]) -> dict:
 
 
 # --- SFT ------------------------------------------------------------------------------------
-def sft(model, train: TaskBatches, tcfg: dict, out: Path, d: C.Dist, log: C.MetricsLog, start_step: int,
+def sft(model, head, train: TaskBatches, tcfg: dict, out: Path, d: C.Dist, log: C.MetricsLog, start_step: int,
         optimizer, evals: dict, seed: int) -> None:
     steps, bs = int(tcfg["steps"]), int(tcfg["batch_size"])
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for g in optimizer.param_groups for p in g["params"]]
     sampler = DistributedSampler(range(len(train)), num_replicas=d.world, rank=d.rank, shuffle=True, seed=seed)
     per_epoch = max(1, len(sampler) // bs)
     trace_rows = [i for i, t in enumerate(train.traces) if t]
@@ -200,6 +208,13 @@ def sft(model, train: TaskBatches, tcfg: dict, out: Path, d: C.Dist, log: C.Metr
             o = forward(model, b)
             sel = model.selector.loss(o["robot_logits"], b["targets"])
             loss = sel + model.config.ponder_weight * o["ponder_cost"] + float(tcfg["kl_weight"]) * o["memory_kl"]
+            dist_loss = torch.zeros(())
+            if bool(b["has_teacher"].any()) and float(tcfg.get("distill_weight", 0)) > 0:
+                # keep the task state in MiniLM's space while it learns to select (stage 1's
+                # distillation would otherwise be overwritten by template-fitted features)
+                t = b["has_teacher"]
+                dist_loss = distill_loss(head(o["sep_state"][t]), b["teacher"][t])
+                loss = loss + float(tcfg["distill_weight"]) * dist_loss
             rows = [i for i, t in enumerate(b["traces"]) if t][: int(tcfg["lm_rows"])]
             lm = torch.zeros(())
             if rows and trace_rows:
@@ -212,7 +227,7 @@ def sft(model, train: TaskBatches, tcfg: dict, out: Path, d: C.Dist, log: C.Metr
             optimizer.step()
             step += 1
             bar.update(1)
-            for key, v in (("loss", loss), ("bce", sel), ("lm", lm), ("ponder", o["ponder_cost"]),
+            for key, v in (("loss", loss), ("bce", sel), ("lm", lm), ("distill", dist_loss), ("ponder", o["ponder_cost"]),
                            ("memory_kl", o["memory_kl"]), ("steps", o["steps"].mean())):
                 acc.setdefault(key, []).append(float(v.detach()))
             if step % int(tcfg["log_every"]) == 0 or step == steps:
@@ -226,7 +241,7 @@ def sft(model, train: TaskBatches, tcfg: dict, out: Path, d: C.Dist, log: C.Metr
             timeout = max_s and log.elapsed > max_s
             if d.main and (step % int(tcfg["ckpt_every"]) == 0 or step == steps or timeout):
                 C.save_state(out / "state.pt", model=model, optimizer=optimizer, step=step, phase="sft",
-                             elapsed_s=log.elapsed)
+                             log=log, extra_modules={"distill_head": head})
             if timeout:
                 print(f"stage2: SFT stopped at step {step} by max_minutes", file=sys.stderr)
                 steps = step
@@ -270,23 +285,28 @@ def main(argv=None) -> dict:
             eval_recs[name] = load_split(p, catalog, int(dcfg.get("max_eval", 0)) if name != "dev" else 0, seed)
     feats = gather_features(model, [train_recs, *eval_recs.values()], cfg, d)
     trace_tokens = int(cfg.get("trace_tokens", 31))
-    train = TaskBatches(train_recs, model, feats, trace_tokens, int(tcfg.get("max_facts", 4)))
+    teacher = C.minilm_table(C.resolve(dcfg["text_cache"])) if dcfg.get("text_cache") else {}
+    train = TaskBatches(train_recs, model, feats, trace_tokens, int(tcfg.get("max_facts", 4)), teacher)
     evals = {k: TaskBatches(v, model, feats, trace_tokens) for k, v in eval_recs.items()}
-    params = [p for p in model.parameters() if p.requires_grad]
+    head = torch.nn.Linear(model.config.d_model, 384)      # projection to MiniLM's space (not exported)
+    C.broadcast_parameters(head, d)
+    params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=float(tcfg["lr"]), weight_decay=float(tcfg["weight_decay"]))
-    start, phase, elapsed = 0, "sft", 0.0
+    start, phase, elapsed, cpu = 0, "sft", 0.0, 0.0
     if args.resume and (out / "state.pt").exists():
-        st = C.load_state(out / "state.pt", model=model, optimizer=opt if _phase(out) == "sft" else None)
-        start, phase, elapsed = st["step"], st["phase"], st["elapsed_s"]
+        st = C.load_state(out / "state.pt", model=model, optimizer=opt if _phase(out) == "sft" else None,
+                          extra_modules={"distill_head": head})
+        start, phase, elapsed, cpu = st["step"], st["phase"], st["elapsed_s"], st.get("cpu_s", 0.0)
         if d.main:
             print(f"stage2: resuming {phase} at step {start}", file=sys.stderr)
-    log = C.MetricsLog(out / "metrics.jsonl", d, elapsed, append=args.resume)
+    log = C.MetricsLog(out / "metrics.jsonl", d, elapsed, append=args.resume, cpu_before=cpu)
     if d.main:
+        print(f"stage2: {int(train.has_teacher.sum())} records with a MiniLM teacher embedding", file=sys.stderr)
         print(f"stage2: {len(train)} train records ({sum(bool(t) for t in train.traces)} with traces, "
               f"{len(feats)} images), params {model.param_count()['total']:,}", file=sys.stderr)
     t_sft = time.perf_counter()
     if phase == "sft":
-        sft(model, train, tcfg, out, d, log, start, opt, evals, seed)
+        sft(model, head, train, tcfg, out, d, log, start, opt, evals, seed)
         if d.main:
             model.save(out / "sft.pt")
         start = 0
