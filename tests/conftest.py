@@ -10,7 +10,8 @@ How tests import the project (the same under `make test` and a bare `python -m p
   imports rclpy and bitgen_ros.msg like the test does.
 
 ROS 2 isolation: each run gets its own ROS_DOMAIN_ID (override with BITGEN_TEST_ROS_DOMAIN_ID)
-and discovery stays on this host (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST unless set), so
+and discovery stays on this host (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, plus
+ROS_LOCALHOST_ONLY=1 on Humble, unless the user set either), so
 parallel runs of other users on the machine never see each other's topics.
 
 Tests that need rclpy skip when it is absent, except when BITGEN_REQUIRE_ROS=1 (set by
@@ -49,7 +50,10 @@ def _set_up_paths() -> None:
 def _isolate_ros_graph() -> int:
     domain = int(os.environ.get("BITGEN_TEST_ROS_DOMAIN_ID") or 1 + os.getpid() % 100)
     os.environ["ROS_DOMAIN_ID"] = str(domain)
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    if not os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") and not os.environ.get("ROS_LOCALHOST_ONLY"):
+        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        if os.environ.get("ROS_DISTRO") == "humble":  # Humble ignores the variable above
+            os.environ["ROS_LOCALHOST_ONLY"] = "1"
     return domain
 
 
@@ -77,5 +81,5 @@ def pytest_configure(config):
 
 def pytest_report_header(config):
     return (f"bitgen: ROS_DOMAIN_ID={ROS_DOMAIN_ID} "
-            f"ROS_AUTOMATIC_DISCOVERY_RANGE={os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE']} "
+            f"ROS_AUTOMATIC_DISCOVERY_RANGE={os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE')} "
             f"require_ros={ros_required()}")
