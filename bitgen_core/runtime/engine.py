@@ -120,6 +120,11 @@ def _session_options(threads: int, exact: bool = True) -> ort.SessionOptions:
     so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if exact
                                    else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     so.log_severity_level = 3
+    # Prompts and the decode cache change shape on every call: per-shape memory patterns and an
+    # arena that keeps every peak would make RSS creep over a long-running process (measured:
+    # 163 -> 309 MB over 1,000 selections). Plain allocations keep it flat.
+    so.enable_mem_pattern = False
+    so.enable_cpu_mem_arena = False
     # let the intra-op pool sleep between calls: a robot node shares its CPU with other software
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
