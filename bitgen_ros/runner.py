@@ -81,6 +81,18 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
     env["PYTHONPATH"] = os.pathsep.join([root] + parts)
     env.update(extra or {})
+    return with_local_discovery(env)
+
+
+def with_local_discovery(env: dict[str, str]) -> dict[str, str]:
+    """Discovery stays on this host unless the user chose a scope (issue 7; the same rule as
+    the launch file and scripts/setup/env.sh). Humble ignores the range: it needs
+    ROS_LOCALHOST_ONLY. A variable the user set is an opt-out and is left alone."""
+    if env.get("ROS_AUTOMATIC_DISCOVERY_RANGE") or env.get("ROS_LOCALHOST_ONLY"):
+        return env
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    if env.get("ROS_DISTRO") == "humble":
+        env["ROS_LOCALHOST_ONLY"] = "1"
     return env
 
 

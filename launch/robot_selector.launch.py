@@ -16,7 +16,7 @@ import os
 import launch
 from ament_index_python.packages import get_package_share_directory
 from launch.actions import (DeclareLaunchArgument, EmitEvent, OpaqueFunction,
-                            RegisterEventHandler)
+                            RegisterEventHandler, SetEnvironmentVariable)
 from launch.conditions import IfCondition
 from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration
@@ -70,8 +70,21 @@ def _nodes(context, *args, **kwargs):
     ]
 
 
+def _discovery_scope():
+    """Keep DDS discovery on this host unless the user chose a scope (issue 7): anyone who can
+    discover the node can call /bitgen/memory_edit. Humble ignores the discovery range and
+    needs ROS_LOCALHOST_ONLY. Setting either variable yourself is the opt-out."""
+    if os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") or os.environ.get("ROS_LOCALHOST_ONLY"):
+        return []
+    actions = [SetEnvironmentVariable("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")]
+    if os.environ.get("ROS_DISTRO") == "humble":
+        actions.append(SetEnvironmentVariable("ROS_LOCALHOST_ONLY", "1"))
+    return actions
+
+
 def generate_launch_description():
     return launch.LaunchDescription(
-        [DeclareLaunchArgument(name, default_value=default, description=description)
-         for name, default, description in ARGUMENTS]
+        _discovery_scope()
+        + [DeclareLaunchArgument(name, default_value=default, description=description)
+           for name, default, description in ARGUMENTS]
         + [OpaqueFunction(function=_nodes)])

@@ -46,8 +46,12 @@ fi
 # edits and new files need no rebuild.
 _bitgen_prepend PYTHONPATH "$_bitgen_repo"
 
-# Discovery stays on this host unless the user chose otherwise (issue 7).
-export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
+# Discovery stays on this host unless the user chose otherwise (issue 7): setting either
+# variable is the opt-out. Humble ignores the range and needs ROS_LOCALHOST_ONLY.
+if [ -z "${ROS_AUTOMATIC_DISCOVERY_RANGE:-}" ] && [ -z "${ROS_LOCALHOST_ONLY:-}" ]; then
+  export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+  [ "${ROS_DISTRO:-}" = humble ] && export ROS_LOCALHOST_ONLY=1
+fi
 
 unset _bitgen_repo _bitgen_venv
 unset -f _bitgen_prepend

@@ -13,9 +13,6 @@ from /proc), and the launch file's declared default (parsed, since `launch` is n
 tests/conftest.py sets ROS_AUTOMATIC_DISCOVERY_RANGE for the whole run; each test removes it
 first, so it sees what a user's fresh shell would get.
 
-The cases marked xfail(strict=True) are the gaps found in the runner, env.sh and the launch
-file (owned elsewhere; the exact change is in the marks' reasons). Strict: once the change
-lands they XPASS and fail the run, so the mark must be removed with it.
 """
 from __future__ import annotations
 
@@ -31,19 +28,6 @@ REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = REPO / "launch" / "robot_selector.launch.py"
 ENV_SH = REPO / "scripts" / "setup" / "env.sh"
 RANGE, LOCAL_ONLY = "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ONLY"
-
-RUNNER_GAP = pytest.mark.xfail(strict=True, reason=(
-    "bitgen_ros/runner.py child_env() passes the caller's environment through unchanged: "
-    "it must set ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST when neither it nor "
-    "ROS_LOCALHOST_ONLY is set, and ROS_LOCALHOST_ONLY=1 as well when ROS_DISTRO=humble"))
-HUMBLE_ENV_GAP = pytest.mark.xfail(strict=True, reason=(
-    "scripts/setup/env.sh sets only ROS_AUTOMATIC_DISCOVERY_RANGE, which Humble ignores: it "
-    "must also export ROS_LOCALHOST_ONLY=1 when ROS_DISTRO=humble and ROS_LOCALHOST_ONLY and "
-    "ROS_AUTOMATIC_DISCOVERY_RANGE are unset"))
-LAUNCH_GAP = pytest.mark.xfail(strict=True, reason=(
-    "launch/robot_selector.launch.py sets no discovery scope: when neither variable is set it "
-    "must add SetEnvironmentVariable('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST') before the "
-    "nodes, plus SetEnvironmentVariable('ROS_LOCALHOST_ONLY', '1') when ROS_DISTRO is humble"))
 
 
 @pytest.fixture()
@@ -73,7 +57,6 @@ def test_env_sh_leaves_a_users_discovery_range_alone():
     assert _env_sh({RANGE: "SUBNET"}).get(RANGE) == "SUBNET"
 
 
-@HUMBLE_ENV_GAP
 def test_env_sh_sets_localhost_only_on_humble():
     assert _env_sh({"ROS_DISTRO": "humble"}).get(LOCAL_ONLY) == "1"
 
@@ -85,12 +68,10 @@ def _runner_env() -> dict[str, str]:
     return Runner(RunConfig()).env
 
 
-@RUNNER_GAP
 def test_runner_children_get_localhost_discovery_by_default(fresh_env):
     assert _runner_env().get(RANGE) == "LOCALHOST"
 
 
-@RUNNER_GAP
 def test_runner_children_get_localhost_only_on_humble(fresh_env):
     fresh_env.setenv("ROS_DISTRO", "humble")
     assert _runner_env().get(LOCAL_ONLY) == "1"
@@ -126,7 +107,6 @@ def _started_node_environ(tmp_path) -> dict[str, str]:
                 if "=" in item)
 
 
-@RUNNER_GAP
 def test_runner_started_node_process_has_localhost_discovery(fresh_env, tmp_path):
     assert _started_node_environ(tmp_path).get(RANGE) == "LOCALHOST"
 
@@ -165,14 +145,12 @@ def test_launch_file_parses_and_declares_its_arguments():
     assert "DeclareLaunchArgument" in {getattr(n, "id", None) for n in ast.walk(tree)}
 
 
-@LAUNCH_GAP
 def test_launch_file_sets_localhost_discovery_by_default():
     tree = _launch_tree()
     assert RANGE in _set_env_names(tree)
     assert "LOCALHOST" in _string_constants(tree)
 
 
-@LAUNCH_GAP
 def test_launch_file_sets_localhost_only_for_humble():
     tree = _launch_tree()
     assert LOCAL_ONLY in _set_env_names(tree)
