@@ -11,6 +11,8 @@ What lands in the directory (format `bitgen-model` version 1, see docs/ARCHITECT
     selector.onnx      state at [SEP] x robot embeddings -> Tiny-R1 reasoning -> probabilities
     weights/*.t2       every BitLinear's ternary codes, 2-bit packed, with its absmean scale
     weights/embed.npy  the (tied) token embedding / output head, float32
+    weights/backbone_float.npz  RMSNorm gains, cross-attention gates, final norm: with the
+                       packed codes, what the runtime's numpy decode step (decode_np.py) needs
     robot_embeddings.npy, memory.npz, tokenizer.json, catalog.yaml, config.json, manifest.json
 
 Design choices (measured, see docs and `bitgen bench`):
@@ -52,7 +54,8 @@ import torch.nn as nn  # noqa: E402
 
 from bitgen_core import ternary  # noqa: E402
 from bitgen_core.errors import BitGenError  # noqa: E402
-from bitgen_core.quant import _MatMulInteger, activation_quant_int, bitlinear_layers, set_export_mode  # noqa: E402
+from bitgen_core.quant import (QUANT_EPS, _MatMulInteger, activation_quant_int, bitlinear_layers,  # noqa: E402
+                               set_export_mode)
 from bitgen_core.runtime.manifest import (MODEL_FORMAT, MODEL_FORMAT_VERSION, PACKED_PREFIX,  # noqa: E402
                                           write_manifest, write_t2)
 
@@ -321,6 +324,13 @@ def _write_directory(model, d: Path, model_id: str | None) -> dict:
         np.save(d / "weights" / "lm_head.npy", model.lm_head.weight.detach().float().numpy())
         lm_head_file = "weights/lm_head.npy"
 
+    # 2b. the backbone's float parameters for the runtime's numpy decode step (decode_np.py):
+    # RMSNorm gains, cross-attention gates, the final norm; the ternary codes come from *.t2
+    backbone = {k: v.detach().float().numpy() for k, v in model.state_dict().items()
+                if (k.startswith("blocks.") and k.endswith(("norm.weight", ".bias", "xattn.gate")))
+                or k == "norm.weight"}
+    np.savez(d / "weights" / "backbone_float.npz", **backbone)
+
     # 3. graphs
     has_vision = model.vision is not None
     dm, nl, nh, hd = cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.head_dim
@@ -403,6 +413,8 @@ def _write_directory(model, d: Path, model_id: str | None) -> dict:
                              "catalog_fingerprint": model.catalog.fingerprint(),
                              "max_tokens": cfg.cache_len - 1},
         "memory": "memory.npz", "graphs": graphs, "ternary": ternary_files,
+        "decode_numpy": {"file": "weights/backbone_float.npz", "rms_eps": float(model.norm.eps),
+                         "act_eps": QUANT_EPS},
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "exporter": {"torch": torch.__version__, "onnx": onnx.__version__, "opset": OPSET},
     }
