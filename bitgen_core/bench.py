@@ -75,7 +75,8 @@ def _pct(xs, q) -> float:
 
 def _images(n: int, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
-    return [(rng.random((480, 640, 3)) * 255).astype(np.uint8) for _ in range(n)]
+    # uint8 straight away: a float64 frame (7 MB) would count in the RSS child's peak
+    return [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(n)]
 
 
 def _rss_mb() -> float:

@@ -126,20 +126,62 @@ def _session_options(threads: int, exact: bool = True) -> ort.SessionOptions:
     so.log_severity_level = 3
     # Prompts and the decode cache change shape on every call: per-shape memory patterns and an
     # arena that keeps every peak would make RSS creep over a long-running process (measured:
-    # 163 -> 309 MB over 1,000 selections). Plain allocations keep it flat.
-    so.enable_mem_pattern = False
-    so.enable_cpu_mem_arena = False
+    # 163 -> 309 MB over 1,000 selections). Plain allocations keep it flat. The vision graph
+    # always sees (1, 3, S, S): one arena plan serves every frame, and without it each frame
+    # would fault its ~10 MB of activations in afresh (see _tune_malloc).
+    so.enable_mem_pattern = not exact
+    so.enable_cpu_mem_arena = not exact
     # let the intra-op pool sleep between calls: a robot node shares its CPU with other software
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
 
 
-def load_model_files(model_dir: str | os.PathLike, threads: int = 1, build_sessions: bool = True) -> ModelFiles:
+_M_MMAP_THRESHOLD = -3   # glibc mallopt parameter
+
+
+def _tune_malloc() -> None:
+    """Serve allocations above 128 kB with mmap, so freed ones go back to the OS at once.
+
+    glibc otherwise raises its mmap threshold after the first large free and keeps later large
+    blocks in the heap, where onnxruntime's graph optimiser leaves tens of MB of freed but
+    resident memory behind (measured: the vision session costs +47 MB RSS with glibc's
+    default, +27 MB with a fixed 128 kB threshold; a process-wide setting, so the environment
+    can opt out with BITGEN_MALLOC_TUNING=0 and nothing happens off glibc)."""
+    if os.environ.get("BITGEN_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+    except (OSError, AttributeError):
+        pass   # not glibc (musl, ...): its allocator returns large blocks by itself
+
+
+def _mapped(rel: str) -> bool:
+    """Large float tables read through a read-only memory map once their sha256 has passed:
+    a trace gathers a few rows of the 30k x d embedding per token, so mapping it keeps the
+    untouched rows out of the process's RSS (15.6 MB at d=128) instead of copying the file in."""
+    return rel.startswith("weights/") and rel.endswith(".npy")
+
+
+def _load_mapped(d: Path, rel: str) -> np.ndarray:
+    try:
+        arr = np.load(d / rel, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise ModelLoadError(f"model file {rel} is not a valid .npy array ({e})") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.hasobject:
+        raise ModelLoadError(f"model file {rel} is not a valid .npy array")
+    return arr
+
+
+def load_model_files(model_dir: str | os.PathLike, threads: int = 1, build_sessions: bool = True,
+                     skip_graphs: tuple[str, ...] = ()) -> ModelFiles:
     """Verify the manifest (sizes + sha256 of every file), then parse everything; any problem
-    raises ModelLoadError naming the file, before a single graph has run."""
+    raises ModelLoadError naming the file, before a single graph has run. `skip_graphs` are
+    checked but get no onnxruntime session (the runtime skips decode.onnx when it decodes
+    in numpy)."""
     d = Path(model_dir)
     manifest = read_manifest(d)
-    checked = check_files(d, manifest, keep=lambda rel: not rel.endswith(".onnx"))
+    checked = check_files(d, manifest, keep=lambda rel: not rel.endswith(".onnx") and not _mapped(rel))
     c = checked.contents
 
     def text(rel):
@@ -169,8 +211,10 @@ def load_model_files(model_dir: str | os.PathLike, threads: int = 1, build_sessi
     if tokenizer.vocab_size != model_config.vocab_size:
         raise ModelLoadError(f"tokenizer.json has {tokenizer.vocab_size} tokens, config.json says "
                              f"{model_config.vocab_size}")
-    embed = _npy(c[config["embedding"]], config["embedding"])
-    lm_head = embed if config["lm_head"] == config["embedding"] else _npy(c[config["lm_head"]], config["lm_head"])
+    def table(rel):
+        return _load_mapped(d, rel) if _mapped(rel) else _npy(c[rel], rel)
+    embed = table(config["embedding"])
+    lm_head = embed if config["lm_head"] == config["embedding"] else table(config["lm_head"])
     for name, arr in ((config["embedding"], embed), (config["lm_head"], lm_head)):
         if arr.shape != (model_config.vocab_size, model_config.d_model) or arr.dtype != np.float32:
             raise ModelLoadError(f"model file {name} has shape {arr.shape} {arr.dtype}, expected "
@@ -203,15 +247,19 @@ def load_model_files(model_dir: str | os.PathLike, threads: int = 1, build_sessi
     files = ModelFiles(d, checked, config, model_config, tokenizer, catalog, embed, lm_head, robot_emb,
                        memory, ternary, graph_files)
     if build_sessions:
-        files.sessions = _build_sessions(files, threads)
+        files.sessions = _build_sessions(files, threads, skip_graphs)
     return files
 
 
-def _build_sessions(files: ModelFiles, threads: int) -> dict[str, ort.InferenceSession]:
+def _build_sessions(files: ModelFiles, threads: int, skip: tuple[str, ...] = ()) -> dict[str, ort.InferenceSession]:
     # one (in, out) int8 array per layer, shared by every graph that uses it
     transposed: dict[str, np.ndarray] = {}
     sessions = {}
-    for name, g in files.config["graphs"].items():
+    # vision first: its graph optimiser's scratch memory, freed afterwards, is then reused by
+    # the smaller sessions instead of raising the process's peak RSS on top of them
+    names = sorted((n for n in files.config["graphs"] if n not in skip), key=lambda n: n != "vision")
+    for name in names:
+        g = files.config["graphs"][name]
         so = _session_options(threads, exact=name != "vision")
         names, values = [], []
         for t in g["ternary"]:
@@ -267,8 +315,8 @@ class BitGenRuntime:
         if decode_backend == "numpy" and self._np_decoder is None:
             raise ModelLoadError(f"{files.directory} has no numpy decode parameters; re-export the model")
         self.decode_backend = "numpy" if self._np_decoder is not None else "onnx"
-        self._blas_threads = BlasThreads(files.sessions["decode"].get_session_options().intra_op_num_threads
-                                         if "decode" in files.sessions else 1)
+        self._blas_threads = BlasThreads(files.sessions["head"].get_session_options().intra_op_num_threads
+                                         if "head" in files.sessions else 1)
         self.memory = RuntimeMemory(files.memory, self.encode_fact, memory_path, limits=limits,
                                     guard=edit_guard, audit=audit_log,
                                     similarity_threshold=memory_similarity, recover=recover_memory)
@@ -278,7 +326,15 @@ class BitGenRuntime:
              threads: int = 1, **kwargs) -> "BitGenRuntime":
         """Verify and load a model directory (None: the shipped default, see default_model_dir).
         Raises ModelLoadError (one line, naming the file) on anything missing or corrupt."""
-        files = load_model_files(model_dir if model_dir is not None else default_model_dir(), threads)
+        _tune_malloc()
+        d = Path(model_dir if model_dir is not None else default_model_dir())
+        # decode.onnx gets no session when the numpy step will run (14 MB RSS saved); older
+        # exports without its parameters keep it
+        skip = () if kwargs.get("decode_backend", "auto") == "onnx" else ("decode",)
+        files = load_model_files(d, threads, skip_graphs=skip)
+        if "decode_numpy" not in files.config and skip:
+            files.sessions.update(_build_sessions(files, threads, tuple(n for n in files.config["graphs"]
+                                                                        if n != "decode")))
         return cls(files, memory_path, **kwargs)
 
     # ------------------------------------------------------------------ pieces

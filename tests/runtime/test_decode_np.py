@@ -113,3 +113,12 @@ def test_runtime_traces_equal_the_onnx_decode(exported):
 def test_unknown_decode_backend_is_refused(exported):
     with pytest.raises(ValueError, match="decode_backend"):
         BitGenRuntime.load(exported.directory, decode_backend="cuda")
+
+
+def test_numpy_runtime_builds_no_decode_session_and_maps_the_embedding(exported):
+    rt = BitGenRuntime.load(exported.directory)
+    assert rt.decode_backend == "numpy" and "decode" not in rt._s
+    assert isinstance(rt._embed, np.memmap) and not rt._embed.flags.writeable
+    ref = BitGenRuntime.load(exported.directory, decode_backend="onnx")
+    assert "decode" in ref._s
+    np.testing.assert_array_equal(np.asarray(rt._embed[:50]), np.load(exported.directory / "weights" / "embed.npy")[:50])

@@ -91,7 +91,7 @@ def test_stream_runs_past_the_window_at_constant_cache_size(rt):
 
 def test_threads_option_reaches_onnxruntime(exported):
     rt2 = BitGenRuntime.load(exported.directory, threads=2)
-    opts = rt2._s["decode"].get_session_options()
+    opts = rt2._s["head"].get_session_options()
     assert opts.intra_op_num_threads == 2 and opts.inter_op_num_threads == 1
 
 
