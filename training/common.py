@@ -303,12 +303,32 @@ def image_tokens(model, feats: torch.Tensor) -> torch.Tensor:
 
 
 # --- optimisation ---------------------------------------------------------------------------
-def trainable(model: torch.nn.Module, freeze_embeddings: bool) -> list[torch.nn.Parameter]:
-    """Parameters to optimise. Frozen embeddings keep MiniLM's lexical geometry for words the
-    generator never uses, which is what carries the model to human wording."""
-    if freeze_embeddings:
-        model.embed.weight.requires_grad_(False)
-    return [p for p in model.parameters() if p.requires_grad]
+def trainable(model: torch.nn.Module, freeze_embeddings: bool, train_special_rows: bool = False) -> None:
+    """Freeze the word embeddings: they keep MiniLM's lexical geometry for words the generator
+    never uses, which is what carries the model to human wording.
+
+    With `train_special_rows`, the rows of the special tokens ([EOS], [SEP], [SINK], ...) still
+    learn (a gradient mask zeroes every other row). MiniLM never trained those rows; left frozen,
+    [EOS] sits among BERT's [unusedN] rows and the tied output head cannot make it win, so
+    sampled traces never stop. Use `param_groups` so these rows get no weight decay either."""
+    w = model.embed.weight
+    if not freeze_embeddings:
+        return
+    if not train_special_rows:
+        w.requires_grad_(False)
+        return
+    rows = torch.zeros(w.shape[0], 1)
+    rows[sorted(model.tokenizer.special_ids)] = 1.0
+    w.requires_grad_(True)
+    w.register_hook(lambda g: g * rows.to(g.dtype))
+
+
+def param_groups(params: list[torch.nn.Parameter], model, weight_decay: float) -> list[dict]:
+    """AdamW groups: the embedding (if it trains at all, only its masked rows) has no decay,
+    since decoupled decay would shrink the frozen rows too."""
+    emb = [p for p in params if p is model.embed.weight]
+    rest = [p for p in params if p is not model.embed.weight]
+    return [{"params": rest, "weight_decay": weight_decay}] + ([{"params": emb, "weight_decay": 0.0}] if emb else [])
 
 
 def cosine_lr(step: int, total: int, warmup: int, base: float, floor: float = 0.1) -> float:

@@ -182,7 +182,7 @@ def run(model, train, gcfg: dict, out, d, log, start_step: int, seed: int, forwa
     ref = BitGenModel.load(sft_path) if sft_path.exists() else copy.deepcopy(model)
     ref.eval().requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=float(gcfg["lr"]), weight_decay=0.0)
+    opt = torch.optim.AdamW(C.param_groups(params, model, 0.0), lr=float(gcfg["lr"]))
     if start_step and (out / "state.pt").exists():
         opt.load_state_dict(torch.load(out / "state.pt", weights_only=False)["optimizer"])
     steps, P, G = int(gcfg["steps"]), int(gcfg["prompts"]), int(gcfg["group"])

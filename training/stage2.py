@@ -272,7 +272,7 @@ def main(argv=None) -> dict:
     model = C.build_model(cfg, init)
     C.broadcast_parameters(model, d)
     tcfg, gcfg, dcfg = cfg["sft"], cfg["grpo"], cfg["data"]
-    C.trainable(model, bool(tcfg.get("freeze_embeddings", True)))
+    C.trainable(model, bool(tcfg.get("freeze_embeddings", True)), bool(tcfg.get("train_special_rows", True)))
     catalog = model.catalog
     train_recs = [r for p in dcfg["train"] for r in load_split(C.resolve(p), catalog)]
     limit = int(dcfg.get("max_records", 0))
@@ -291,7 +291,7 @@ def main(argv=None) -> dict:
     head = torch.nn.Linear(model.config.d_model, 384)      # projection to MiniLM's space (not exported)
     C.broadcast_parameters(head, d)
     params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=float(tcfg["lr"]), weight_decay=float(tcfg["weight_decay"]))
+    opt = torch.optim.AdamW(C.param_groups(params, model, float(tcfg["weight_decay"])), lr=float(tcfg["lr"]))
     start, phase, elapsed, cpu = 0, "sft", 0.0, 0.0
     if args.resume and (out / "state.pt").exists():
         st = C.load_state(out / "state.pt", model=model, optimizer=opt if _phase(out) == "sft" else None,

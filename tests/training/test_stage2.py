@@ -80,3 +80,21 @@ def test_resume_continues_from_the_saved_step_with_the_same_losses(corpus, tmp_p
     # the steps after the resume see the same data, RNG and weights as the uninterrupted run
     assert b[-1]["loss"] == pytest.approx(a[-1]["loss"], rel=1e-4, abs=1e-5)
     assert b[-1]["bce"] == pytest.approx(a[-1]["bce"], rel=1e-4, abs=1e-5)
+
+
+def test_frozen_embeddings_train_only_the_special_rows():
+    from bitgen_core.config import BitGenConfig
+    from training import common
+    model = BitGenModel(BitGenConfig.preset("nano", vision_kind="none"), pretrained=False)
+    before = model.embed.weight.detach().clone()
+    common.trainable(model, freeze_embeddings=True, train_special_rows=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(common.param_groups(params, model, 0.1), lr=1e-2)
+    ids, mask = model._tokens(["carry the crate up the stairs"], 16)
+    tr, trm = model._tokens(["selected: legged"], 8)
+    model(ids, mask, trace_ids=tr, trace_mask=trm)["lm_loss"].backward()
+    special = sorted(model.tokenizer.special_ids)
+    assert model.embed.weight.grad[special].abs().sum() > 0
+    opt.step()
+    changed = (model.embed.weight.detach() != before).any(1)
+    assert changed[special].any() and set(changed.nonzero().flatten().tolist()) <= set(special)
