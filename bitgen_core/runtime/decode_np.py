@@ -96,7 +96,8 @@ class NumpyDecoder:
         hd = self.head_dim
         self._inv_freq = (np.float32(1.0) / (np.float32(rope_base) ** (
             np.arange(0, hd, 2, dtype=np.float32) / np.float32(hd)))).astype(np.float32)
-        self._cos = self._sin = np.zeros((0, hd), np.float32)
+        self._tables = (np.zeros((0, hd), np.float32),) * 2    # (cos, signed sin), one attribute:
+        # swapped whole, so a selection on another thread never sees a cos without its sin
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -168,15 +169,17 @@ class NumpyDecoder:
     def _rotary(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """cos and a signed sin for slots 0..n-1: rotate(x) = x*cos + swap_halves(x)*sin_signed,
         the same products as rotate-half's cat(-x2, x1)*sin (negation is exact)."""
-        if self._cos.shape[0] < n:   # positions are cache slots, so n <= S+R+1: grows once
-            m = max(n, 2 * self._cos.shape[0], 64)
+        cos, sin = self._tables
+        if cos.shape[0] < n:   # positions are cache slots, so n <= S+R+1: grows once
+            m = max(n, 2 * cos.shape[0], 64)
             freqs = np.arange(m, dtype=np.float32)[:, None] * self._inv_freq
             emb = np.concatenate([freqs, freqs], axis=-1)
             half = self.head_dim // 2
             sin = np.sin(emb).astype(np.float32)
             sin[:, :half] *= -1
-            self._cos, self._sin = np.cos(emb).astype(np.float32), sin
-        return self._cos[:n], self._sin[:n]
+            cos = np.cos(emb).astype(np.float32)
+            self._tables = (cos, sin)
+        return cos[:n], sin[:n]
 
     def _rotate(self, x, cos, sin):
         half = self.head_dim // 2
