@@ -84,6 +84,20 @@ def _rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+def _peak_rss_mb() -> float:
+    """Peak RSS of this process image. Not getrusage's ru_maxrss: Linux carries that across
+    fork + exec, so a child of the benchmark reported the *parent's* RSS at fork time (291 MB
+    measured for a runtime whose own peak was ~160 MB). VmHWM is the high-water mark of the
+    current address space, which exec starts afresh."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # not Linux: best effort
+
+
 # ----------------------------------------------------------------------------- children
 def child_rss(model: str | None, n: int) -> dict:
     from bitgen_core.runtime import BitGenRuntime
@@ -93,7 +107,7 @@ def child_rss(model: str | None, n: int) -> dict:
     for i in range(n):
         rt.select(TASKS[i % len(TASKS)], images[i % len(images)], max_trace_tokens=32)
     return {"rss_after_load_mb": after_load, "rss_end_mb": _rss_mb(),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": _peak_rss_mb(),
             "selections": n, "torch_imported": "torch" in sys.modules}
 
 

@@ -26,3 +26,13 @@ def test_bench_reports_every_target_with_the_machine(exported, tmp_path):
     assert len(names) == 10 and all(t[1] in (True, False) for t in r["targets"])
     md = (tmp_path / "b.md").read_text()
     assert "| target | result | figure |" in md and "AVX2" in md
+
+
+def test_peak_rss_of_the_child_is_its_own_not_the_parents(exported):
+    ballast = bytearray(400 * 2**20)        # the parent holds 400 MB, touched, while it forks
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    r = bench._run_child("rss", "--model", str(exported.directory), "--n", "2")
+    del ballast
+    assert "error" not in r, r
+    assert r["rss_after_load_mb"] <= r["peak_rss_mb"] < 400
