@@ -79,12 +79,20 @@ class TaskPublisher(Node):
         if rate <= 0:
             raise ValueError("rate must be positive")
         self._timer = None
+        self._waiting = False
         self._start = self.create_timer(max(0.01, p("start_delay")), self._begin)
         self._period = 1.0 / rate
         self.get_logger().info(f"{len(self._tasks)} tasks to "
                                f"{self.resolve_topic_name(p('topic'))} at {rate:g}/s")
 
     def _begin(self) -> None:
+        # A command published before discovery has matched the selector's subscription is
+        # lost (volatile QoS), so the first task waits for a subscriber, not only for a delay.
+        if self._pub.get_subscription_count() == 0:
+            if not self._waiting:
+                self._waiting = True
+                self.get_logger().info("waiting for a subscriber before the first task")
+            return
         self._start.cancel()
         self._tick()
         self._timer = self.create_timer(self._period, self._tick)
