@@ -122,6 +122,14 @@ install_python_deps() {
   stamp_set python-deps "$h"
 }
 
+install_cli() {  # the `bitgen` console script, from this checkout (editable, no new deps)
+  local h; h="$(cd "$REPO" && hash_of setup.py)-$(python_version "$PY")"
+  if stamp_ok bitgen-cli "$h" && [ -x "$(dirname "$PY")/bitgen" ]; then return; fi
+  say "installing the bitgen command (pip install -e . --no-deps)"
+  pip_install "the bitgen command" -e "$REPO" --no-deps --no-build-isolation
+  stamp_set bitgen-cli "$h"
+}
+
 install_ros() {
   if [ -n "${ROS_DISTRO:-}" ]; then
     "$PY" -c 'import rclpy' 2>/dev/null \
@@ -214,10 +222,10 @@ run_tests() {
 
 cmd="${1:-test}"; shift || true
 case "$cmd" in
-  setup) make_venv; select_requirements; install_python_deps; install_ros ;;
-  build) check_toolchain; make_venv; select_requirements; install_python_deps; install_ros
+  setup) make_venv; select_requirements; install_python_deps; install_cli; install_ros ;;
+  build) check_toolchain; make_venv; select_requirements; install_python_deps; install_cli; install_ros
          build_package ;;
-  test)  check_toolchain; make_venv; select_requirements; install_python_deps; install_ros
+  test)  check_toolchain; make_venv; select_requirements; install_python_deps; install_cli; install_ros
          build_package
          run_tests "$@" ;;
   *) die "unknown command '$cmd' (use setup, build or test)" ;;
