@@ -130,16 +130,18 @@ def _rgb8(rows, h, w, big):
     return np.array(rows).reshape(h, w, 3)
 
 
+# Always a copy: `np.ascontiguousarray` returns the read-only view of the message buffer
+# itself when the slice happens to be contiguous (a 1-pixel-wide rgba8 frame, found by the fuzz test).
 def _bgr8(rows, h, w, big):
-    return np.ascontiguousarray(rows.reshape(h, w, 3)[..., ::-1])
+    return rows.reshape(h, w, 3)[..., ::-1].copy(order="C")
 
 
 def _rgba8(rows, h, w, big):
-    return np.ascontiguousarray(rows.reshape(h, w, 4)[..., :3])
+    return rows.reshape(h, w, 4)[..., :3].copy(order="C")
 
 
 def _bgra8(rows, h, w, big):
-    return np.ascontiguousarray(rows.reshape(h, w, 4)[..., 2::-1])
+    return rows.reshape(h, w, 4)[..., 2::-1].copy(order="C")
 
 
 def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:

@@ -307,3 +307,14 @@ def test_real_sensor_msgs_round_trip_where_ros_is_installed():
         np.testing.assert_array_equal(out, arr)
     cmsg = msgs.CompressedImage(format="png", data=_encode(arr, "PNG"))
     np.testing.assert_array_equal(compressed_to_rgb(cmsg.format, cmsg.data), arr)
+
+
+@pytest.mark.parametrize("encoding,bpp", [("rgba8", 4), ("bgra8", 4), ("bgr8", 3), ("rgb8", 3)])
+@pytest.mark.parametrize("width,height", [(1, 1), (1, 3), (2, 2)])
+def test_output_is_an_owned_writeable_copy_even_when_the_slice_is_contiguous(encoding, bpp,
+                                                                            width, height):
+    # regression: a 1-pixel-wide rgba8 frame came back as a read-only view of the message
+    data = bytes(range(width * height * bpp))
+    out = image_to_rgb(width, height, width * bpp, encoding, data)
+    assert out.shape == (height, width, 3)
+    assert out.flags.writeable and out.flags.c_contiguous   # the message view is read-only
