@@ -11,17 +11,7 @@ pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed; run `make b
 pytest.importorskip("bitgen_ros.msg", reason="bitgen_ros interfaces not built; run `make build`")
 
 from ros_node_harness import (HAVE_MODEL, NO_MODEL_REASON, SelectorProcess,  # noqa: E402
-                              TestClient, have_runtime)
-
-
-@pytest.fixture(scope="module")
-def ros():
-    import rclpy
-    rclpy.init()
-    client = TestClient()
-    yield client
-    client.close()
-    rclpy.try_shutdown()
+                              have_runtime)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed; run `make b
 pytest.importorskip("bitgen_ros.msg", reason="bitgen_ros interfaces not built; run `make build`")
 
 from ros_node_harness import (HAVE_MODEL, NO_MODEL_REASON, TOKEN,  # noqa: E402
-                              SelectorProcess, TestClient)
+                              SelectorProcess)
 
 pytestmark = pytest.mark.skipif(not HAVE_MODEL, reason=NO_MODEL_REASON)
 
@@ -22,16 +22,6 @@ def drone_in_top3(msg) -> bool:
     from bitgen_core.catalog import RobotCatalog
     catalog = RobotCatalog.load()
     return "drone" in [catalog.get(r).key for r in msg.robots[:3]]
-
-
-@pytest.fixture(scope="module")
-def ros():
-    import rclpy
-    rclpy.init()
-    client = TestClient()
-    yield client
-    client.close()
-    rclpy.try_shutdown()
 
 
 @pytest.fixture

@@ -12,17 +12,7 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed; run `make build`")
 pytest.importorskip("bitgen_ros.msg", reason="bitgen_ros interfaces not built; run `make build`")
 
-from ros_node_harness import REPO, TestClient  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def ros():
-    import rclpy
-    rclpy.init()
-    client = TestClient()
-    yield client
-    client.close()
-    rclpy.try_shutdown()
+from ros_node_harness import REPO  # noqa: E402
 
 
 def start(module: str, ns: str, *params: str) -> subprocess.Popen:

@@ -11,8 +11,7 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed; run `make build`")
 pytest.importorskip("bitgen_ros.msg", reason="bitgen_ros interfaces not built; run `make build`")
 
-from ros_node_harness import (HAVE_MODEL, NO_MODEL_REASON, SelectorProcess,  # noqa: E402
-                              TestClient)
+from ros_node_harness import (HAVE_MODEL, NO_MODEL_REASON, SelectorProcess)  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not HAVE_MODEL, reason=NO_MODEL_REASON)
 
@@ -33,16 +32,6 @@ def key_of(name: str) -> str:
 def scene(family: str) -> np.ndarray:
     from bitgen_core.data.render import render_scene
     return render_scene(family, 7).image
-
-
-@pytest.fixture(scope="module")
-def ros():
-    import rclpy
-    rclpy.init()
-    client = TestClient()
-    yield client
-    client.close()
-    rclpy.try_shutdown()
 
 
 @pytest.fixture(scope="module")

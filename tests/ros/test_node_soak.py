@@ -16,8 +16,7 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed; run `make build`")
 pytest.importorskip("bitgen_ros.msg", reason="bitgen_ros interfaces not built; run `make build`")
 
-from ros_node_harness import (HAVE_MODEL, NO_MODEL_REASON, SelectorProcess,  # noqa: E402
-                              TestClient)
+from ros_node_harness import (HAVE_MODEL, NO_MODEL_REASON, SelectorProcess)  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not HAVE_MODEL, reason=NO_MODEL_REASON)
 
@@ -26,16 +25,6 @@ QUEUE = 4
 TASKS = ["Fly over the forest fire and take aerial photos",
          "Inspect the hull of the ship below the waterline",
          "Move the pallets across the flat warehouse floor"]
-
-
-@pytest.fixture(scope="module")
-def ros():
-    import rclpy
-    rclpy.init()
-    client = TestClient()
-    yield client
-    client.close()
-    rclpy.try_shutdown()
 
 
 def _third_medians(values: list[float]) -> tuple[float, float]:

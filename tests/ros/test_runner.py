@@ -16,8 +16,7 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed; run `make build`")
 pytest.importorskip("bitgen_ros.msg", reason="bitgen_ros interfaces not built; run `make build`")
 
-from ros_node_harness import (HAVE_MODEL, MODEL_DIR, NO_MODEL_REASON, REPO,  # noqa: E402
-                              TestClient)
+from ros_node_harness import (HAVE_MODEL, MODEL_DIR, NO_MODEL_REASON, REPO)  # noqa: E402
 
 from bitgen_ros.runner import (LAUNCH_ARGUMENTS, RunConfig, node_command,  # noqa: E402
                                parse_args)
@@ -64,16 +63,6 @@ def test_runner_stops_with_status_3_when_configure_fails(tmp_path):
                      "--duration", "5")
     assert res.returncode == 3, res.stdout + res.stderr
     assert "configure failed" in res.stderr
-
-
-@pytest.fixture(scope="module")
-def ros():
-    import rclpy
-    rclpy.init()
-    client = TestClient()
-    yield client
-    client.close()
-    rclpy.try_shutdown()
 
 
 @pytest.mark.skipif(not HAVE_MODEL, reason=NO_MODEL_REASON)
