@@ -76,8 +76,11 @@ def test_trace_is_streamed_piece_by_piece_before_the_answer(ros, node):
     msg = ros.task_and_wait(CLEAR_TASKS[1][0])
     ros.wait_for(lambda: len(ros.trace) > 0, timeout=5, what="streamed trace pieces")
     if msg.reasoning.strip():
+        # the trace topic and the selection topic are separate DDS streams with no ordering
+        # between them: wait for the last pieces rather than racing them
+        ros.wait_for(lambda: "".join(ros.trace).split() == msg.reasoning.split(), timeout=5,
+                     what="the whole trace, piece by piece")
         assert len(ros.trace) >= 2
-        assert "".join(ros.trace).split() == msg.reasoning.split()
 
 
 def test_plain_string_tasks_are_answered_and_stamped_now(ros, node):
