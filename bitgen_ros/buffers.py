@@ -75,6 +75,7 @@ class BoundedTaskQueue(Generic[T]):
         if maxlen < 1:
             raise ValueError("task queue length must be at least 1")
         self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)   # signalled on every push
         self._items: collections.deque[T] = collections.deque()
         self._maxlen = maxlen
         self.pushed = 0
@@ -88,11 +89,24 @@ class BoundedTaskQueue(Generic[T]):
                 self.dropped += 1
             self._items.append(item)
             self.pushed += 1
+            self._ready.notify()
             return evicted
 
     def pop(self) -> T | None:
         with self._lock:
             return self._items.popleft() if self._items else None
+
+    def get(self, timeout: float) -> T | None:
+        """The oldest item, waiting up to `timeout` seconds for one; None if none came."""
+        with self._ready:
+            if not self._items:
+                self._ready.wait(timeout)
+            return self._items.popleft() if self._items else None
+
+    def wake_all(self) -> None:
+        """Wake every thread blocked in `get` (they return None if the queue is empty)."""
+        with self._ready:
+            self._ready.notify_all()
 
     def __len__(self) -> int:
         with self._lock:

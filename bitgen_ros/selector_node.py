@@ -7,9 +7,11 @@ around a model (and what users of detector nodes like yolo_ros asked for):
 - configure *fails* (FAILURE, clear log) when the model, token or limits cannot load;
 - only the newest camera frame is kept, unconverted until a task needs it, and a frame older
   than `max_frame_age` is not used; camera QoS is a parameter and logged;
-- tasks go through a bounded queue (oldest dropped with a warning) to one inference group,
-  while services, parameters and the camera run in other groups on a multi-threaded
-  executor, so `memory_list` or a parameter change answers while a selection runs;
+- tasks go through a bounded queue (oldest dropped with a warning) to one inference worker
+  thread, while services, parameters and the camera run in callback groups of a
+  multi-threaded executor, so `memory_list` or a parameter change answers while a selection
+  runs. (The worker blocks on the queue itself rather than being woken through an executor
+  guard condition: a task must never wait in the queue for the next one to arrive.)
 - every memory change is authorised (edit token from the environment), limited, audited.
 
 Topics (relative, so a namespace applies): in `camera/image_raw` (or `.../compressed`),
@@ -55,9 +57,10 @@ class RobotSelectorNode(LifecycleNode):
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
         declare_all(self)
-        # Inference is serial (one runtime, one KV cache); everything else must stay
-        # responsive while it runs, hence separate groups on a MultiThreadedExecutor.
-        self._inference_group = MutuallyExclusiveCallbackGroup()
+        # Inference is serial (one runtime, one KV cache, `_runtime_lock`): topic tasks run on
+        # the worker thread, Select requests in their own group; everything else must stay
+        # responsive while they run, hence separate groups on a MultiThreadedExecutor.
+        self._select_group = MutuallyExclusiveCallbackGroup()
         self._intake_group = ReentrantCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
         self._runtime = None
@@ -68,6 +71,8 @@ class RobotSelectorNode(LifecycleNode):
         self._slot = LatestFrameSlot()
         self._decoder = FrameDecoder(self._limits)
         self._queue: BoundedTaskQueue[Task] = BoundedTaskQueue(1)
+        self._worker: threading.Thread | None = None
+        self._worker_stop = threading.Event()
         self._stats = NodeStats()
         self._subs: list = []
         self._selection_pub = None
@@ -75,7 +80,6 @@ class RobotSelectorNode(LifecycleNode):
         self._state = "unconfigured"
 
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._wake = self.create_guard_condition(self._drain_one, self._inference_group)
         # Services exist in every state and say why they cannot act, rather than vanishing.
         g = self._service_group
         self.create_service(MemoryEdit, "bitgen/memory_edit", self._on_memory_edit,
@@ -85,7 +89,7 @@ class RobotSelectorNode(LifecycleNode):
         self.create_service(MemoryList, "bitgen/memory_list", self._on_memory_list,
                             callback_group=g)
         self.create_service(Select, "bitgen/select", self._on_select,
-                            callback_group=self._inference_group)
+                            callback_group=self._select_group)
         # /diagnostics reports in every lifecycle state (an unconfigured node is news too).
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(self.p("diagnostics_period"),
@@ -164,11 +168,13 @@ class RobotSelectorNode(LifecycleNode):
                  f"{self.resolve_topic_name('bitgen/task_text')} (String), QoS "
                  f"{qos.describe(qos.task_profile())}; answers on "
                  f"{self.resolve_topic_name('bitgen/selection')}")
+        self._start_worker()
         self._state = "active"
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._drop_subscriptions()
+        self._stop_worker()
         dropped = self._queue.clear()
         if dropped:
             self.get_logger().warning(f"deactivated with {dropped} task(s) unanswered")
@@ -193,6 +199,7 @@ class RobotSelectorNode(LifecycleNode):
 
     def _release(self) -> None:
         self._drop_subscriptions()
+        self._stop_worker()
         self._queue.clear()
         for pub in (self._selection_pub, self._trace_pub):
             if pub is not None:
@@ -242,15 +249,34 @@ class RobotSelectorNode(LifecycleNode):
                 f"inference cannot keep up: dropped the oldest queued task {evicted.task_id} "
                 f"(queue of {self.p('task_queue_size')}; raise task_queue_size or publish "
                 f"tasks less often)")
-        self._wake.trigger()
 
-    # --- inference (one at a time, in the inference group) -----------------------------
-    def _drain_one(self) -> None:
-        task = self._queue.pop()
-        if task is None:
+    # --- inference (one at a time, on the worker thread) -------------------------------
+    def _start_worker(self) -> None:
+        self._stop_worker()
+        self._worker_stop.clear()
+        self._worker = threading.Thread(target=self._work, name="bitgen-inference", daemon=True)
+        self._worker.start()
+
+    def _stop_worker(self, timeout: float = 30.0) -> None:
+        """Stop the worker after the selection it is running, if any (called on deactivate,
+        cleanup, shutdown and destroy)."""
+        worker, self._worker = self._worker, None
+        if worker is None:
             return
-        if len(self._queue):
-            self._wake.trigger()      # one task per callback, so Select requests interleave
+        self._worker_stop.set()
+        self._queue.wake_all()
+        if worker is not threading.current_thread():
+            worker.join(timeout)
+            if worker.is_alive():
+                self.get_logger().warning(f"inference worker still busy after {timeout:g} s")
+
+    def _work(self) -> None:
+        while not self._worker_stop.is_set():
+            task = self._queue.get(timeout=0.5)
+            if task is not None and not self._worker_stop.is_set():
+                self._answer(task)
+
+    def _answer(self, task: Task) -> None:
         if self._state != "active" or self._runtime is None:
             return
         image, image_note = self._latest_image()
@@ -266,8 +292,9 @@ class RobotSelectorNode(LifecycleNode):
             return
         msg = selection_to_msg(sel, task.header, task.task_id, task.text,
                                extra_latency_ms={"queue": waited_ms})
-        if self._selection_pub is not None:
-            self._selection_pub.publish(msg)
+        pub = self._selection_pub
+        if pub is not None:
+            pub.publish(msg)
         self.get_logger().info(f"task {task.task_id}: {selection_summary(msg)}"
                                + (f" [text only: {image_note}]" if image_note else ""))
 
@@ -372,6 +399,10 @@ class RobotSelectorNode(LifecycleNode):
         resp.selection = selection_to_msg(sel, header, "select", text, top_k=top_k)
         resp.success, resp.message = True, "ok"
         return resp
+
+    def destroy_node(self) -> None:
+        self._stop_worker()
+        super().destroy_node()
 
     # --- diagnostics -------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

@@ -52,6 +52,28 @@ def test_task_queue_is_bounded_and_drops_the_oldest():
         BoundedTaskQueue(0)
 
 
+def test_task_queue_get_blocks_until_a_push_and_wakes_for_shutdown():
+    import threading
+    import time
+    q = BoundedTaskQueue(4)
+    t0 = time.monotonic()
+    assert q.get(timeout=0.1) is None and time.monotonic() - t0 >= 0.09   # timed out, empty
+    got = []
+    worker = threading.Thread(target=lambda: got.append(q.get(timeout=30)))
+    worker.start()
+    time.sleep(0.1)
+    q.push("task")                    # one push, no second task needed to wake the worker
+    worker.join(5)
+    assert got == ["task"] and not worker.is_alive()
+    worker = threading.Thread(target=lambda: got.append(q.get(timeout=30)))
+    worker.start()
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    q.wake_all()                      # shutdown: the blocked worker returns at once
+    worker.join(5)
+    assert got == ["task", None] and time.monotonic() - t0 < 5
+
+
 # --- QoS --------------------------------------------------------------------------------
 def test_camera_qos_defaults_to_sensor_data_best_effort_depth_one():
     from rclpy.qos import ReliabilityPolicy
