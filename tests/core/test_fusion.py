@@ -20,6 +20,15 @@ D = 32
 
 
 # ----------------------------------------------------------------- gated cross-attention
+def _xattn(gate: float) -> GatedCrossAttention:
+    """A seeded cross-attention block with its tanh gate opened to `gate`."""
+    torch.manual_seed(0)
+    xattn = GatedCrossAttention(D, 4)
+    with torch.no_grad():
+        xattn.gate.fill_(gate)
+    return xattn
+
+
 def test_gated_cross_attention_is_identity_at_init_and_gate_gets_gradient():
     torch.manual_seed(0)
     xattn = GatedCrossAttention(D, 4)
@@ -36,10 +45,7 @@ def test_gated_cross_attention_is_identity_at_init_and_gate_gets_gradient():
 
 
 def test_gated_cross_attention_matches_reference_mha():
-    torch.manual_seed(0)
-    xattn = GatedCrossAttention(D, 4)
-    with torch.no_grad():
-        xattn.gate.fill_(0.3)
+    xattn = _xattn(0.3)
     x, img = torch.randn(2, 5, D), torch.randn(2, 7, D)
     q = xattn.q(x)
     k, v = xattn.kv(img).split(D, dim=-1)
@@ -50,10 +56,7 @@ def test_gated_cross_attention_matches_reference_mha():
 
 
 def test_gated_cross_attention_mask_hides_tokens_and_missing_images():
-    torch.manual_seed(0)
-    xattn = GatedCrossAttention(D, 4)
-    with torch.no_grad():
-        xattn.gate.fill_(1.0)
+    xattn = _xattn(1.0)
     x, img = torch.randn(2, 5, D), torch.randn(2, 6, D)
     mask = torch.tensor([[True] * 4 + [False] * 2, [False] * 6])
     out = xattn(x, img, mask)
@@ -66,10 +69,7 @@ def test_gated_cross_attention_mask_hides_tokens_and_missing_images():
 
 @pytest.mark.parametrize("export_mode", [False, True])
 def test_gated_cross_attention_onnx_matches_torch(tmp_path, export_mode):
-    torch.manual_seed(0)
-    xattn = GatedCrossAttention(D, 4).eval()
-    with torch.no_grad():
-        xattn.gate.fill_(0.7)
+    xattn = _xattn(0.7).eval()
     set_export_mode(xattn, export_mode)
     path = str(tmp_path / "xattn.onnx")
     x, img = torch.randn(2, 5, D), torch.randn(2, 16, D)
