@@ -50,7 +50,7 @@ TRAIN_PY := $(VENV)/bin/python
 
 train-data:
 	$(TRAIN_PY) -m bitgen_core.data.generate --out runs/data/corpus --n 24000 --seed 0 --quiet
-	$(TRAIN_PY) -m bitgen_core.data.generate --out runs/data/scenes --n 3000 --seed 1 --images --memory-cases 20 --quiet
+	$(TRAIN_PY) -m bitgen_core.data.generate --out runs/data/scenes --n 3000 --seed 1 --images --memory-frac 0.1 --memory-cases 20 --quiet
 
 train: train-data
 	$(TRAIN_PY) training/stage1.py --config training/configs/stage1.yaml

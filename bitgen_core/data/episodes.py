@@ -6,13 +6,17 @@ Two kinds of fact, both from resources/facts.yaml:
   changes (flooded -> underwater, elevator out -> stairs, icy -> snow, collapsed -> rubble,
   washed out -> rough) or gains a condition (blocked -> obstacles, crowded, windy).
 An episode holds a fact, a task it affects (gold before and after, by the rules), a
-paraphrase of each, and an unrelated task whose gold the fact must not change (locality).
-Forgetting the fact must restore `robots_before`. Torch-free.
+paraphrase of each (the paraphrased task may word the location differently: "zone B of the
+warehouse" / "the warehouse's zone B"), an unrelated task whose gold the fact must not change
+(locality), a distractor fact that must not change the task's answer (facts about other robots
+or other zones sit in the same memory at run time), and for availability a restoration ("the
+drone is back in service", the same key rewritten). Forgetting the fact must restore
+`robots_before`. Torch-free.
 """
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -31,9 +35,23 @@ class Fact:
     zone_place: str | None = None   # site: "in zone B of the warehouse"
     to_env: str | None = None
     add: str | None = None
+    aliases: tuple[str, ...] = ()   # other wordings of the same location ("the warehouse's zone B")
 
     def applies(self, place: str) -> bool:
-        return self.robot is not None or (self.zone_place is not None and place == self.zone_place)
+        if self.robot is not None:
+            return True
+        where = location_key(place)
+        return self.zone_place is not None and (where == location_key(self.zone_place) or where in self.aliases)
+
+
+def location_key(place: str) -> str:
+    """The location without its leading preposition: a delivery "to zone B of the warehouse"
+    happens in the zone a fact names as "in zone B of the warehouse"."""
+    head, _, rest = place.partition(" ")
+    return rest if head in _PREPOSITIONS else place
+
+
+_PREPOSITIONS = {"in", "at", "on", "to", "into", "inside", "across", "along", "over", "around", "through"}
 
 
 @dataclass
@@ -51,6 +69,8 @@ class Episode:
     rationale_before: str
     rationale_after: str
     rationale_unrelated: str
+    distractor: dict | None = None   # {"key", "text"}: a fact that leaves this task's answer alone
+    restore_text: str | None = None  # availability: the robot back in service (same key)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -58,10 +78,17 @@ class Episode:
 
 def apply_fact(book: RuleBook, fact: Fact | None, intent: Intent):
     """The rules' decision for `intent` with `fact` in force (None = no fact)."""
+    return apply_facts(book, [] if fact is None else [fact], intent)
+
+
+def apply_facts(book: RuleBook, facts, intent: Intent):
+    """The rules' decision for `intent` with every fact in `facts` in force."""
     env, conds, unavailable = intent.env, tuple(intent.conditions), ()
-    if fact is not None and fact.applies(intent.place):
-        if fact.robot:
-            unavailable = (fact.robot,)
+    for fact in facts:
+        if not fact.applies(intent.place):
+            continue
+        if fact.robot and fact.robot not in unavailable:
+            unavailable = unavailable + (fact.robot,)
         if fact.to_env:
             env = fact.to_env
         if fact.add and fact.add not in conds:
@@ -100,10 +127,14 @@ class EpisodeMaker:
                 return ep
         raise RuntimeError("could not build a memory episode; check facts.yaml against the rules")
 
+    # -- availability: a robot out everywhere ------------------------------------------------
+    def _robot_fact(self, robot: str, rng: random.Random) -> tuple[Fact, str]:
+        written, para = self._split_phrases(self.spec["availability"][robot])
+        return Fact(key=f"{robot}-status", text=rng.choice(written), robot=robot), rng.choice(para)
+
     def _availability(self, rng: random.Random, idx: int) -> Episode | None:
         robot = rng.choice(sorted(self.spec["availability"]))
-        written, para = self._split_phrases(self.spec["availability"][robot])
-        fact = Fact(key=f"{robot}-status", text=rng.choice(written), robot=robot)
+        fact, fact_para = self._robot_fact(robot, rng)
         for _ in range(60):
             intent, d = sample_intent(self.world, self.book, rng, p_condition=0.15)
             if d.robots[0] != robot:
@@ -113,58 +144,120 @@ class EpisodeMaker:
                 other, od = sample_intent(self.world, self.book, rng, p_condition=0.15)
                 if robot in od.robots:
                     continue
-                return self._episode(idx, "availability", fact, rng.choice(para), intent, other, rng)
+                restore = rng.choice(self.spec["restored"][robot])
+                return self._episode(idx, "availability", fact, fact_para, intent, intent, other, rng,
+                                     restore_text=restore)
         return None
+
+    # -- site conditions: one zone of one site changes ----------------------------------------
+    def _locations(self, zone: str, site: str) -> list[str]:
+        bare = zone[4:] if zone.startswith("the ") else zone
+        return [form.format(zone=zone, site=site, bare=bare) for form in self.spec["locations"]]
+
+    def _zones(self, env: str) -> list[str]:
+        return list(self.spec["zones"]) + list(self.spec.get("family_zones", {}).get(env, ()))
 
     def _site(self, rng: random.Random, idx: int) -> Episode | None:
         kind = rng.choice(sorted(self.spec["site"]))
         spec = self.spec["site"][kind]
         base_env = rng.choice(spec["base"])
         site = rng.choice(self.spec["sites"][base_env])
-        zone, other_zone = rng.sample(self.spec["zones"], 2)
-        where, elsewhere = f"in {zone} of the {site}", f"in {other_zone} of the {site}"
+        zone, other_zone = rng.sample(self._zones(base_env), 2)
+        locs = self._locations(zone, site)
+        loc, fact_loc, para_loc = rng.choice(locs), rng.choice(locs), rng.choice(locs)
         written, para = self._split_phrases(spec["phrases"])
-        fill = lambda p: p.format(zone=zone, site=site)
-        fact = Fact(key=f"{zone.replace(' ', '-')}-{kind}", text=fill(rng.choice(written)), zone_place=where,
-                    to_env=spec.get("to_env"), add=spec.get("add"))
+        fill = lambda p: p.format(loc=fact_loc if p in written else rng.choice(locs))   # noqa: E731
+        fact = Fact(key=f"{zone.replace(' ', '-')}-{kind}", text=fill(rng.choice(written)), zone_place=f"in {loc}",
+                    to_env=spec.get("to_env"), add=spec.get("add"), aliases=tuple(locs))
         for _ in range(60):
-            intent, d = sample_intent(self.world, self.book, rng, p_condition=0.1, env=base_env, place=where)
+            intent, d = sample_intent(self.world, self.book, rng, p_condition=0.1, env=base_env, place=f"in {loc}")
             after = apply_fact(self.book, fact, intent)
             if not after.feasible or d.robots[0] in after.robots:
                 continue
-            other, _ = sample_intent(self.world, self.book, rng, p_condition=0.1, env=base_env, place=elsewhere)
-            return self._episode(idx, kind, fact, fill(rng.choice(para)), intent, other, rng)
+            head = intent.place.partition(" ")[0]
+            para_intent = replace(intent, place=f"{head} {para_loc}")
+            # locality: the same site elsewhere, or any other job of that kind of place
+            if rng.random() < 0.5:
+                where = f"in {rng.choice(self._locations(other_zone, site))}"
+                other, _ = sample_intent(self.world, self.book, rng, p_condition=0.1, env=base_env, place=where)
+            else:
+                other, _ = sample_intent(self.world, self.book, rng, p_condition=0.1, env=base_env)
+            if fact.applies(other.place):
+                continue
+            return self._episode(idx, kind, fact, fill(rng.choice(para)), intent, para_intent, other, rng,
+                                 distractor_zone=(other_zone, site, base_env))
         return None
 
-    def _episode(self, idx, kind, fact: Fact, fact_para: str, intent: Intent, other: Intent, rng) -> Episode:
+    def _distractor(self, rng, intent: Intent, facts: list[Fact], zone_site) -> Fact | None:
+        """A second fact that leaves `intent`'s answer as `facts` make it: another robot out
+        (not one the answer uses) or a condition in another zone of the same site."""
+        want = apply_facts(self.book, facts, intent).robots
+        for _ in range(20):
+            if zone_site is not None and rng.random() < 0.5:
+                zone, site, env = zone_site
+                kind = rng.choice([k for k, v in sorted(self.spec["site"].items()) if env in v["base"]])
+                loc = rng.choice(self._locations(zone, site))
+                text = rng.choice(self.spec["site"][kind]["phrases"]).format(loc=loc)
+                spec = self.spec["site"][kind]
+                cand = Fact(key=f"{zone.replace(' ', '-')}-{kind}", text=text, zone_place=f"in {loc}",
+                            to_env=spec.get("to_env"), add=spec.get("add"),
+                            aliases=tuple(self._locations(zone, site)))
+            else:
+                robot = rng.choice(sorted(self.spec["availability"]))
+                if any(f.robot == robot for f in facts):
+                    continue
+                cand, _ = self._robot_fact(robot, rng)
+            if cand.key not in {f.key for f in facts} and apply_facts(self.book, facts + [cand], intent).robots == want \
+                    and apply_facts(self.book, [cand], intent).robots == apply_facts(self.book, [], intent).robots:
+                return cand
+        return None
+
+    def _episode(self, idx, kind, fact: Fact, fact_para: str, intent: Intent, para_intent: Intent,
+                 other: Intent, rng, restore_text: str | None = None, distractor_zone=None) -> Episode:
         before = self.book.decide(intent.env, intent.needs, intent.conditions)
         after = apply_fact(self.book, fact, intent)
         unrelated = apply_fact(self.book, fact, other)
         assert unrelated.robots == self.book.decide(other.env, other.needs, other.conditions).robots
+        assert apply_fact(self.book, fact, para_intent).robots == after.robots
         task = self._word(intent, rng)
         para = task
         for _ in range(10):
-            para = self._word(intent, rng)
+            para = self._word(para_intent, rng)
             if para != task:
                 break
+        distractor = self._distractor(rng, intent, [fact], distractor_zone)
         return Episode(id=f"mem-{idx:06d}", fact={"key": fact.key, "text": fact.text}, fact_paraphrase=fact_para,
                        task=task, task_paraphrase=para, robots_before=list(before.robots),
                        robots_after=list(after.robots), unrelated_task=self._word(other, rng),
                        unrelated_robots=list(unrelated.robots), kind=kind,
                        rationale_before=rationale_with_fact(self.book, None, intent),
                        rationale_after=rationale_with_fact(self.book, fact, intent),
-                       rationale_unrelated=rationale_with_fact(self.book, fact, other))
+                       rationale_unrelated=rationale_with_fact(self.book, fact, other),
+                       distractor=None if distractor is None else {"key": distractor.key, "text": distractor.text},
+                       restore_text=restore_text)
 
 
 def episode_records(ep: Episode, split: str) -> list[dict]:
-    """Training records of one episode: the task with and without its fact, the paraphrases,
-    and the unrelated task with the fact in force (so the model learns locality too)."""
+    """Training records of one episode: the task with and without its fact, the paraphrases
+    (task and fact), the unrelated task with the fact in force (locality), the task with a
+    distractor fact beside its fact and alone (facts about other things change nothing), and
+    the robot back in service (the same key rewritten: the original answer returns)."""
     fact = [ep.fact]
     para_fact = [{"key": ep.fact["key"], "text": ep.fact_paraphrase}]
     base = {"image": None, "env": None, "image_decides": False, "split": split}
-    return [
-        {**base, "id": f"{ep.id}-a", "task": ep.task, "robots": ep.robots_after, "facts": fact, "rationale": ep.rationale_after},
-        {**base, "id": f"{ep.id}-b", "task": ep.task, "robots": ep.robots_before, "facts": [], "rationale": ep.rationale_before},
-        {**base, "id": f"{ep.id}-p", "task": ep.task_paraphrase, "robots": ep.robots_after, "facts": para_fact, "rationale": ep.rationale_after},
-        {**base, "id": f"{ep.id}-u", "task": ep.unrelated_task, "robots": ep.unrelated_robots, "facts": fact, "rationale": ep.rationale_unrelated},
+    rec = lambda tag, task, robots, facts, rationale: {   # noqa: E731
+        **base, "id": f"{ep.id}-{tag}", "task": task, "robots": robots, "facts": facts, "rationale": rationale}
+    out = [
+        rec("a", ep.task, ep.robots_after, fact, ep.rationale_after),
+        rec("b", ep.task, ep.robots_before, [], ep.rationale_before),
+        rec("p", ep.task_paraphrase, ep.robots_after, para_fact, ep.rationale_after),
+        rec("q", ep.task, ep.robots_after, para_fact, ep.rationale_after),
+        rec("u", ep.unrelated_task, ep.unrelated_robots, fact, ep.rationale_unrelated),
     ]
+    if ep.distractor is not None:
+        out.append(rec("d", ep.task_paraphrase, ep.robots_after, [ep.distractor] + fact, ep.rationale_after))
+        out.append(rec("x", ep.task, ep.robots_before, [ep.distractor], ep.rationale_before))
+    if ep.restore_text is not None:
+        out.append(rec("r", ep.task, ep.robots_before, [{"key": ep.fact["key"], "text": ep.restore_text}],
+                       ep.rationale_before))
+    return out

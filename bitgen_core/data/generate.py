@@ -64,12 +64,12 @@ class Generator:
 
 
 def write_corpus(out: Path, n: int, seed: int = 0, images: bool = False, val_frac: float = 0.05,
-                 heldout_frac: float = 0.05, memory_frac: float = 0.15, n_memory_cases: int = 200,
+                 heldout_frac: float = 0.05, memory_frac: float = 0.3, n_memory_cases: int = 200,
                  progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     gen = Generator(seed)
-    n_mem_eps = int(n * memory_frac) // 4                  # 4 records per episode
-    n_plain = n - 4 * n_mem_eps
+    n_mem = int(n * memory_frac)                          # records from memory episodes
+    n_plain = n - n_mem
     sizes = {"train": n_plain, "val": max(1, int(n * val_frac)), "heldout": max(1, int(n * heldout_frac))}
     maker = EpisodeMaker(gen.world, gen.book)
     stats: dict = {"seed": seed, "n": n, "labels": {}, "vocabulary": gen.world.sizes()}
@@ -81,8 +81,11 @@ def write_corpus(out: Path, n: int, seed: int = 0, images: bool = False, val_fra
     for split, size in sizes.items():
         recs = [gen.record(split, i, images) for i in _bar(range(size), f"{split} records", progress)]
         if split == "train":
-            for e in range(n_mem_eps):
-                recs += episode_records(maker.make(random.Random(f"{seed}:memtrain:{e}"), e), "train")
+            mem, e = [], 0
+            while len(mem) < n_mem:      # 5-8 records per episode; the last one is cut to size
+                mem += episode_records(maker.make(random.Random(f"{seed}:memtrain:{e}"), e), "train")
+                e += 1
+            recs += mem[:n_mem]
         for rec in recs:
             if images and rec.get("scene"):
                 t = time.perf_counter()
@@ -141,7 +144,7 @@ def main(argv=None) -> None:
     ap.add_argument("--images", action="store_true", help="render scene PNGs and image-decides records")
     ap.add_argument("--val-frac", type=float, default=0.05)
     ap.add_argument("--heldout-frac", type=float, default=0.05)
-    ap.add_argument("--memory-frac", type=float, default=0.15, help="share of train records from memory episodes")
+    ap.add_argument("--memory-frac", type=float, default=0.3, help="share of train records from memory episodes")
     ap.add_argument("--memory-cases", type=int, default=200)
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)

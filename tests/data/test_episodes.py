@@ -36,8 +36,46 @@ def test_generated_episodes_change_then_restore_the_answer():
         assert ep.robots_before[0] not in ep.robots_after          # the fact matters
         assert ep.task_paraphrase != ep.task and ep.fact_paraphrase != ep.fact["text"]
         recs = episode_records(ep, "train")
-        with_fact = [r for r in recs if r["facts"] and r["task"] in (ep.task, ep.task_paraphrase)]
+        texts = {ep.fact["text"], ep.fact_paraphrase}
+        with_fact = [r for r in recs if any(f["text"] in texts for f in r["facts"])
+                     and r["task"] in (ep.task, ep.task_paraphrase)]
         without = [r for r in recs if not r["facts"]]
-        assert all(r["robots"] == ep.robots_after for r in with_fact)
+        assert len(with_fact) >= 3 and all(r["robots"] == ep.robots_after for r in with_fact)
         assert [r["robots"] for r in without] == [ep.robots_before]
+        # facts about something else (a distractor, the robot back in service) change nothing
+        other = [r for r in recs if r["facts"] and not any(f["text"] in texts for f in r["facts"])
+                 and r["task"] == ep.task]
+        assert all(r["robots"] == ep.robots_before for r in other)
     assert "availability" in kinds and len(kinds) >= 5
+
+
+def test_site_fact_holds_for_every_wording_of_its_location_and_for_deliveries():
+    book = RuleBook.load()
+    flooded = Fact("zone-B-flooded", "the warehouse's zone B is flooded", zone_place="in zone B of the warehouse",
+                   to_env="underwater", aliases=("zone B of the warehouse", "the warehouse's zone B", "zone B at the warehouse"))
+    for place in ("in the warehouse's zone B", "in zone B at the warehouse", "at zone B of the warehouse"):
+        task = Intent("inspect", "warehouse", "inspect", "the racking", place, ("inspection",))
+        assert apply_fact(book, flooded, task).robots == ("underwater",), place
+    lift = Fact("lift", "the lift to level 5 of the hospital is broken", zone_place="in level 5 of the hospital",
+                to_env="stairs")
+    delivery = Intent("deliver", "indoor", "bring", "a toolbox", "to level 5 of the hospital", ("medium_load",))
+    assert apply_fact(book, lift, delivery).robots == ("legged", "humanoid")
+    elsewhere = Intent("deliver", "indoor", "bring", "a toolbox", "to level 1 of the hospital", ("medium_load",))
+    assert apply_fact(book, lift, elsewhere).robots == book.decide("indoor", ("medium_load",)).robots
+
+
+def test_episodes_carry_distractors_and_restorations_that_keep_the_original_answer():
+    world, book = World.load(), RuleBook.load()
+    maker = EpisodeMaker(world, book)
+    eps = [maker.make(random.Random(100 + i), i) for i in range(80)]
+    assert sum(ep.distractor is not None for ep in eps) >= 60
+    avail = [ep for ep in eps if ep.kind == "availability"]
+    assert avail and all(ep.restore_text for ep in avail)
+    for ep in eps:
+        recs = {r["id"].rsplit("-", 1)[1]: r for r in episode_records(ep, "train")}
+        if ep.distractor is not None:
+            assert recs["d"]["robots"] == ep.robots_after and len(recs["d"]["facts"]) == 2
+            assert recs["x"]["robots"] == ep.robots_before and recs["x"]["facts"] == [ep.distractor]
+            assert ep.distractor["key"] != ep.fact["key"]
+        if ep.restore_text is not None:
+            assert recs["r"]["robots"] == ep.robots_before and recs["r"]["facts"][0]["key"] == ep.fact["key"]
