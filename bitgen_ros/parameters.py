@@ -71,6 +71,9 @@ SPECS: tuple[Spec, ...] = (
     Spec("use_image", True, "Use the camera at all (false: text-only selection).", live=True),
     Spec("stream_trace", True, "Publish reasoning trace pieces on bitgen/trace as generated.",
          live=True),
+    Spec("heap_trim_period", 30.0, "Seconds between returns of freed heap memory to the OS "
+         "(glibc malloc_trim, on the inference thread between selections) so RSS stays flat "
+         "over days; 0 disables.", live=True, float_range=(0.0, 3600.0)),
     Spec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.",
          float_range=(0.1, 60.0)),
     Spec("autostart", False, "Configure and activate by itself at start-up (for `ros2 run` "

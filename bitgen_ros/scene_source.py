@@ -19,15 +19,14 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 
 from bitgen_ros import qos
 from bitgen_ros.image_convert import rgb_to_image_fields
+from bitgen_ros.node_main import run_node
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -157,20 +156,7 @@ class SceneSource(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SceneSource()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ValueError, RuntimeError) as e:
-        print(f"scene_source: {e}")
-        raise SystemExit(2)
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node("scene_source", SceneSource, args, config_errors=(ValueError, RuntimeError))
 
 
 if __name__ == "__main__":

@@ -21,33 +21,39 @@ Topics (relative, so a namespace applies): in `camera/image_raw` (or `.../compre
 
 from __future__ import annotations
 
-import os
-import threading
-import time
-from pathlib import Path
+from bitgen_ros.allocator import HeapTrimmer, limit_malloc_arenas
 
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import String
+limit_malloc_arenas()   # before any import starts a thread: flat RSS over days (allocator.py)
 
-from bitgen_core.audit import AuditLog
-from bitgen_core.auth import EditGuard
-from bitgen_core.errors import BitGenError, InputError
-from bitgen_core.limits import DEFAULT_LIMITS_FILE, Limits, validate_task
-from bitgen_ros import qos
-from bitgen_ros.buffers import BoundedTaskQueue, LatestFrameSlot
-from bitgen_ros.conversions import (Task, selection_summary, selection_to_msg,
+import os  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import rclpy  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rcl_interfaces.msg import SetParametersResult  # noqa: E402
+from rclpy.callback_groups import (MutuallyExclusiveCallbackGroup,  # noqa: E402
+                                   ReentrantCallbackGroup)
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor  # noqa: E402
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from bitgen_core.audit import AuditLog  # noqa: E402
+from bitgen_core.auth import EditGuard  # noqa: E402
+from bitgen_core.errors import BitGenError, InputError  # noqa: E402
+from bitgen_core.limits import DEFAULT_LIMITS_FILE, Limits, validate_task  # noqa: E402
+from bitgen_ros import qos  # noqa: E402
+from bitgen_ros.buffers import BoundedTaskQueue, LatestFrameSlot  # noqa: E402
+from bitgen_ros.conversions import (Task, selection_summary, selection_to_msg,  # noqa: E402
                                     task_from_command, task_from_string)
-from bitgen_ros.diagnostics import NodeStats, Snapshot, cpu_temperature_c, rss_mb, to_status
-from bitgen_ros.images import FrameDecoder
-from bitgen_ros.msg import RobotSelection, TaskCommand
-from bitgen_ros.parameters import check_change, declare_all
-from bitgen_ros.srv import MemoryEdit, MemoryForget, MemoryList, Select
+from bitgen_ros.diagnostics import (NodeStats, Snapshot, cpu_temperature_c,  # noqa: E402
+                                   rss_mb, to_status)
+from bitgen_ros.images import FrameDecoder  # noqa: E402
+from bitgen_ros.msg import RobotSelection, TaskCommand  # noqa: E402
+from bitgen_ros.parameters import check_change, declare_all  # noqa: E402
+from bitgen_ros.srv import MemoryEdit, MemoryForget, MemoryList, Select  # noqa: E402
 
 NODE_NAME = "robot_selector"
 
@@ -73,6 +79,7 @@ class RobotSelectorNode(LifecycleNode):
         self._queue: BoundedTaskQueue[Task] = BoundedTaskQueue(1)
         self._worker: threading.Thread | None = None
         self._worker_stop = threading.Event()
+        self._trimmer = HeapTrimmer(0.0)
         self._stats = NodeStats()
         self._subs: list = []
         self._selection_pub = None
@@ -275,11 +282,14 @@ class RobotSelectorNode(LifecycleNode):
             task = self._queue.get(timeout=0.5)
             if task is not None and not self._worker_stop.is_set():
                 self._answer(task)
+            # between selections, never during one: see bitgen_ros/allocator.py
+            if self._trimmer.maybe_trim(self.p("heap_trim_period")):
+                self.get_logger().debug(f"heap trimmed in {self._trimmer.last_ms:.1f} ms")
 
     def _answer(self, task: Task) -> None:
         if self._state != "active" or self._runtime is None:
             return
-        image, image_note = self._latest_image()
+        image, image_note, frame_age_ms = self._latest_image()
         waited_ms = (time.monotonic() - task.received) * 1000.0
         try:
             sel = self._select(task.text, image, self.p("top_k"))
@@ -290,8 +300,11 @@ class RobotSelectorNode(LifecycleNode):
             self.get_logger().error(f"task {task.task_id} failed in the runtime: "
                                     f"{type(e).__name__}: {e}")
             return
+        extra = {"queue": waited_ms}
+        if frame_age_ms is not None:       # how old the view of the world behind this answer is
+            extra["frame_age"] = frame_age_ms
         msg = selection_to_msg(sel, task.header, task.task_id, task.text,
-                               extra_latency_ms={"queue": waited_ms})
+                               extra_latency_ms=extra)
         pub = self._selection_pub
         if pub is not None:
             pub.publish(msg)
@@ -315,22 +328,32 @@ class RobotSelectorNode(LifecycleNode):
         return sel
 
     def _latest_image(self):
-        """(RGB array or None, why no image) from the newest fresh camera frame."""
+        """(RGB array or None, why no image, the frame's age in ms) from the newest fresh
+        camera frame."""
         if not self.p("use_image"):
-            return None, "use_image is false"
+            return None, "use_image is false", None
         frame, why = self._slot.take(self.p("max_frame_age"))
         if frame is None:
             if self._slot.peek() is not None:
                 self._stats.add("frames_stale")
-            return None, why
+            return None, why, None
         image, error, fresh = self._decoder.decode(frame)
         if error:
             if fresh:
                 self._stats.add("frames_rejected")
                 self.get_logger().warning(f"camera frame refused: {error}",
                                           throttle_duration_sec=5.0)
-            return None, error
-        return image, ""
+            return None, error, None
+        return image, "", self._frame_age_ms(frame)
+
+    def _frame_age_ms(self, frame) -> float:
+        """Age from the camera's own stamp (includes any wait in DDS), else from reception."""
+        stamp = getattr(getattr(frame.msg, "header", None), "stamp", None)
+        if stamp is not None and (stamp.sec or stamp.nanosec):
+            age_ns = self.get_clock().now().nanoseconds - (stamp.sec * 10**9 + stamp.nanosec)
+            if 0 <= age_ns < 3600 * 10**9:      # a camera on another clock: fall back
+                return age_ns / 1e6
+        return frame.age() * 1000.0
 
     # --- services ----------------------------------------------------------------------
     def _on_memory_edit(self, req, resp):
@@ -384,7 +407,7 @@ class RobotSelectorNode(LifecycleNode):
                 if error:
                     raise InputError(f"request image refused: {error}")
             else:
-                image, _ = self._latest_image()
+                image, _, _ = self._latest_image()
             top_k = req.top_k or self.p("top_k")
             sel = self._select(text, image, top_k)
         except BitGenError as e:
@@ -451,6 +474,8 @@ def _load_runtime(model_dir, memory_path, threads, **options):
 
 
 def main(args=None) -> None:
+    from bitgen_ros import memprobe
+    memprobe.start_from_environment()      # soak diagnostics, only when asked for (env)
     rclpy.init(args=args)
     node = RobotSelectorNode()
     executor = MultiThreadedExecutor(num_threads=4)

@@ -14,11 +14,11 @@ from pathlib import Path
 import rclpy
 import yaml
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from bitgen_ros import qos
 from bitgen_ros.msg import TaskCommand
+from bitgen_ros.node_main import run_node
 from bitgen_ros.paths import config_file
 
 
@@ -115,25 +115,17 @@ class TaskPublisher(Node):
         self.sent += 1
 
 
+def spin_until_done(node: TaskPublisher) -> None:
+    while rclpy.ok() and not node.done():
+        rclpy.spin_once(node, timeout_sec=0.1)
+    linger = node.get_clock().now().nanoseconds + 1_000_000_000
+    while rclpy.ok() and node.get_clock().now().nanoseconds < linger:
+        rclpy.spin_once(node, timeout_sec=0.1)   # let the last reliable command arrive
+
+
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = TaskPublisher()
-        while rclpy.ok() and not node.done():
-            rclpy.spin_once(node, timeout_sec=0.1)
-        linger = node.get_clock().now().nanoseconds + 1_000_000_000
-        while rclpy.ok() and node.get_clock().now().nanoseconds < linger:
-            rclpy.spin_once(node, timeout_sec=0.1)   # let the last reliable command arrive
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ValueError, OSError) as e:
-        print(f"task_publisher: {e}")
-        raise SystemExit(2)
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node("task_publisher", TaskPublisher, args, spin=spin_until_done,
+             config_errors=(ValueError, OSError))
 
 
 if __name__ == "__main__":

@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -36,41 +33,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-TASKS = ["Fly over the forest fire and take aerial photos of how far it has spread",
-         "Inspect the hull of the ship below the waterline for cracks",
-         "Move the pallets from the loading dock to aisle 12 of the warehouse",
-         "Search the collapsed building for survivors, climbing over the rubble"]
-
-
-def pct(values: list[float], q: float) -> float | None:
-    return float(np.percentile(values, q)) if values else None
-
-
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import onnxruntime
-    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem_gb, 1),
-            "arch": platform.machine(), "os": platform.platform(),
-            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
-            "ros": os.environ.get("ROS_DISTRO") or "kilted (PyPI ros-* wheels)",
-            "rmw": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp (default)"),
-            "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}
-
-
-def camera_frames(width: int, height: int) -> list[np.ndarray]:
-    from PIL import Image
-    from bitgen_core.data.render import render_scene
-    return [np.asarray(Image.fromarray(render_scene(f, 3).image).resize((width, height)))
-            for f in ("aerial", "underwater", "warehouse", "rubble")]
-
+from bitgen_ros.loadgen import (TASKS, LoadSession, camera_frames,  # noqa: E402
+                                latency_stages, machine, pct)
 
 def runtime_own_latency(model_dir: str | None, frames, n: int, max_trace_tokens: int) -> list:
     from bitgen_core.runtime import BitGenRuntime
@@ -86,13 +50,7 @@ def runtime_own_latency(model_dir: str | None, frames, n: int, max_trace_tokens:
 
 def run(args) -> dict:
     import psutil
-    import rclpy
-    from rclpy.executors import MultiThreadedExecutor
-    from sensor_msgs.msg import Image
-    from bitgen_ros import qos
-    from bitgen_ros.image_convert import rgb_to_image_fields
-    from bitgen_ros.msg import RobotSelection, TaskCommand
-    from bitgen_ros.runner import Runner, RunConfig
+    from bitgen_ros.runner import RunConfig
 
     frames = camera_frames(args.width, args.height)
     print(f"bench: runtime alone ({args.runtime_samples} selections, no ROS)...", flush=True)
@@ -104,86 +62,34 @@ def run(args) -> dict:
                         "memory_path": f"{work}/memory.json",
                         "max_trace_tokens": str(args.max_trace_tokens),
                         "task_queue_size": str(args.queue)}})
-    rclpy.init(args=["bench_ros"])
-    node = rclpy.create_node("bench_ros")
-    runner = Runner(cfg, log_dir=work).start(["robot_selector"])
-    executor = MultiThreadedExecutor(num_threads=3)
-    try:
-        ok, detail = runner.bring_up(node)
-        if not ok:
-            raise SystemExit(f"bench: {detail}")
-        ns = cfg.ns()
-        received: dict[str, tuple[float, RobotSelection]] = {}
-        lock = threading.Lock()
-
-        def on_selection(msg):
-            with lock:
-                received[msg.task_id] = (time.perf_counter(), msg)
-
-        node.create_subscription(RobotSelection, f"{ns}/bitgen/selection", on_selection,
-                                 qos.selection_profile(100))
-        task_pub = node.create_publisher(TaskCommand, f"{ns}/bitgen/task", qos.task_profile())
-        cam_pub = node.create_publisher(Image, f"{ns}/camera/image_raw", qos.camera_profile())
-        image_msgs = [Image(**rgb_to_image_fields(f)) for f in frames]
-        executor.add_node(node)
-        threading.Thread(target=executor.spin, daemon=True).start()
-        while task_pub.get_subscription_count() == 0 or cam_pub.get_subscription_count() == 0:
-            time.sleep(0.05)
-        stop = threading.Event()
-        published = [0]
-
-        def camera():
-            period, nxt = 1.0 / args.fps, time.perf_counter()
-            while not stop.is_set():
-                msg = image_msgs[published[0] % len(image_msgs)]
-                msg.header.stamp = node.get_clock().now().to_msg()
-                cam_pub.publish(msg)
-                published[0] += 1
-                nxt += period
-                time.sleep(max(0.0, nxt - time.perf_counter()))
-
-        threading.Thread(target=camera, daemon=True).start()
-        proc = psutil.Process(runner.procs["robot_selector"].proc.pid)
+    with LoadSession(cfg, "bench_ros", log_dir=work) as session:
+        rec = session.recorder
+        camera = session.start_camera(frames, args.fps)
+        proc = psutil.Process(session.selector_pid())
         proc.cpu_percent(None)
         time.sleep(2.0)                                  # camera running, node warm
         print(f"bench: {args.duration:g} s at {args.fps:g} FPS {args.width}x{args.height}, "
               f"{args.task_rate:g} tasks/s...", flush=True)
-        sent: dict[str, float] = {}
         samples = []                                     # (t, cpu %, rss MB)
         t0 = time.perf_counter()
         next_task, next_sample, i = t0, t0 + 1.0, 0
         while (now := time.perf_counter()) < t0 + args.duration:
             if now >= next_task:
-                task_id = f"b{i}"
-                msg = TaskCommand(id=task_id, text=TASKS[i % len(TASKS)])
-                msg.header.stamp = node.get_clock().now().to_msg()
-                sent[task_id] = time.perf_counter()
-                task_pub.publish(msg)
+                session.send_task(f"b{i}", TASKS[i % len(TASKS)])
                 i += 1
                 next_task += 1.0 / args.task_rate
             if now >= next_sample:
                 samples.append((now - t0, proc.cpu_percent(None), proc.memory_info().rss / 2**20))
                 next_sample += 1.0
             time.sleep(0.002)
-        deadline = time.perf_counter() + 15
-        while time.perf_counter() < deadline and f"b{i - 1}" not in received:
-            time.sleep(0.05)
-        stop.set()
-        fps_out = published[0] / (time.perf_counter() - t0 + 2.0)
-    finally:
-        runner.stop()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        rec.wait_answered(f"b{i - 1}", 15.0, session.selector_alive)
+        fps_out = camera.fps()
 
-    with lock:
-        done = {t: received[t] for t in sent if t in received}
+    sent, done = rec.snapshot()
     order = sorted(done, key=lambda t: sent[t])
     e2e = [(done[t][0] - sent[t]) * 1e3 for t in order]
-    node_total = [dict(zip(done[t][1].latency_stages, done[t][1].latency_ms))["total"]
-                  for t in order]
-    queue = [dict(zip(done[t][1].latency_stages, done[t][1].latency_ms)).get("queue", 0.0)
-             for t in order]
+    node_total = [latency_stages(done[t][1])["total"] for t in order]
+    queue = [latency_stages(done[t][1]).get("queue", 0.0) for t in order]
     overhead = [a - b for a, b in zip(e2e, node_total)]
     transport = [o - q for o, q in zip(overhead, queue)]
     k = max(1, len(e2e) // 3)

@@ -41,7 +41,6 @@ import os
 import secrets
 import statistics
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -49,7 +48,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 
-from bench_ros import TASKS, camera_frames, machine, pct  # noqa: E402
+from bitgen_ros.loadgen import (TASKS, LoadSession, SelectionRecorder,  # noqa: E402
+                                camera_frames, latency_stages, machine, pct)
+from bitgen_ros.memprobe import smaps_rollup  # noqa: E402
 
 RSS_GROWTH_MB = 5.0
 P95_DRIFT = 0.10
@@ -59,36 +60,22 @@ FACTS = ["the drone is grounded for maintenance", "zone B is flooded up to one m
          "the underwater robot is deployed at the harbour"]
 
 
-class Recorder:
-    """Everything measured, keyed by time since the start of the measured period."""
+class Recorder(SelectionRecorder):
+    """Everything measured, keyed by time since the start of the measured period (`origin`)."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.sent: dict[str, float] = {}
-        self.got: dict[str, tuple[float, float, float]] = {}   # id -> (t recv, total, queue)
+        super().__init__()
         self.samples: list[tuple[float, float, float]] = []    # (t, rss MB, cpu %)
+        self.memory: list[tuple[float, float, float, int]] = []  # (t, anon MB, file MB, threads)
         self.edits: list[tuple[float, str, bool, float, str]] = []  # t, op, ok, rtt ms, msg
         self.diag: list[tuple[float, dict[str, str]]] = []     # (t, values) once per interval
         self.last_diag: dict[str, str] = {}
 
-    def on_selection(self, msg, now: float) -> None:
-        lat = dict(zip(msg.latency_stages, msg.latency_ms))
-        with self.lock:
-            if msg.task_id in self.sent:
-                self.got[msg.task_id] = (now, float(lat.get("total", 0.0)),
-                                         float(lat.get("queue", 0.0)))
-
 
 def run(args, out: Path) -> dict:
     import psutil
-    import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.executors import MultiThreadedExecutor
-    from sensor_msgs.msg import Image
-    from bitgen_ros import qos
-    from bitgen_ros.image_convert import rgb_to_image_fields
-    from bitgen_ros.msg import RobotSelection, TaskCommand
-    from bitgen_ros.runner import RunConfig, Runner
+    from bitgen_ros.runner import RunConfig
     from bitgen_ros.srv import MemoryEdit, MemoryForget, MemoryList
 
     work = out / "work"
@@ -101,65 +88,36 @@ def run(args, out: Path) -> dict:
                     log_level="warn", extra_params={"robot_selector": {
                         "memory_path": str(work / "memory.json"),
                         "max_trace_tokens": str(args.max_trace_tokens),
-                        "task_queue_size": str(args.queue)}})
+                        "task_queue_size": str(args.queue)}
+                        | dict(kv.split("=", 1) for kv in args.node_param)})
     host = machine()
     frames = camera_frames(args.width, args.height)
-    image_msgs = [Image(**rgb_to_image_fields(f)) for f in frames]
     rec = Recorder()
     measured = args.seconds if args.seconds else args.minutes * 60.0
     interval = min(args.interval, measured / 5.0)
     n_intervals = max(1, math.ceil(measured / interval - 1e-6))
 
-    rclpy.init(args=["bitgen_soak"])
-    node = rclpy.create_node(f"bitgen_soak_{uuid.uuid4().hex[:6]}")
-    runner = Runner(cfg, env={"BITGEN_EDIT_TOKEN": token}, log_dir=str(work)).start(
-        ["robot_selector"])
-    executor = MultiThreadedExecutor(num_threads=3)
-    stop = threading.Event()
+    node_env = {"BITGEN_EDIT_TOKEN": token} | dict(kv.split("=", 1) for kv in args.node_env)
     died_at = None
     memory_keys_end: list[str] | None = None
     live: list[str] = []
-    try:
-        ok, detail = runner.bring_up(node)
-        if not ok:
-            raise SystemExit(f"soak: {detail}")
-        ns = cfg.ns()
-        t0 = [0.0]                                        # start of the measured period
+    with LoadSession(cfg, "bitgen_soak", env=node_env, log_dir=str(work),
+                     recorder=rec) as session:
+        node, ns = session.node, cfg.ns()
 
         def on_diag(arr):
             for st in arr.status:
                 if st.name.endswith(f"{ns}/robot_selector"):
                     rec.last_diag = {kv.key: kv.value for kv in st.values}
 
-        node.create_subscription(RobotSelection, f"{ns}/bitgen/selection",
-                                 lambda m: rec.on_selection(m, time.perf_counter() - t0[0]),
-                                 qos.selection_profile(100))
         node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
-        task_pub = node.create_publisher(TaskCommand, f"{ns}/bitgen/task", qos.task_profile())
-        cam_pub = node.create_publisher(Image, f"{ns}/camera/image_raw", qos.camera_profile())
         edit_cli = node.create_client(MemoryEdit, f"{ns}/bitgen/memory_edit")
         forget_cli = node.create_client(MemoryForget, f"{ns}/bitgen/memory_forget")
         list_cli = node.create_client(MemoryList, f"{ns}/bitgen/memory_list")
-        executor.add_node(node)
-        threading.Thread(target=executor.spin, daemon=True).start()
         for cli in (edit_cli, forget_cli, list_cli):
             if not cli.wait_for_service(timeout_sec=30):
                 raise SystemExit(f"soak: {cli.srv_name} did not appear")
-        while task_pub.get_subscription_count() == 0 or cam_pub.get_subscription_count() == 0:
-            time.sleep(0.05)
-        published = [0]
-
-        def camera():
-            period, nxt = 1.0 / args.fps, time.perf_counter()
-            while not stop.is_set():
-                msg = image_msgs[published[0] % len(image_msgs)]
-                msg.header.stamp = node.get_clock().now().to_msg()
-                cam_pub.publish(msg)
-                published[0] += 1
-                nxt += period
-                time.sleep(max(0.0, nxt - time.perf_counter()))
-
-        threading.Thread(target=camera, daemon=True).start()
+        camera = session.start_camera(frames, args.fps)
 
         def call(client, request, op: str, key: str) -> None:
             t_call = time.perf_counter()
@@ -170,31 +128,26 @@ def run(args, out: Path) -> dict:
                 ok = bool(res is not None and res.success)
                 why = "" if ok else f"{op} {key}: {res.message if res else 'no answer'}"
                 with rec.lock:
-                    rec.edits.append((t_call - t0[0], op, ok, rtt, why))
+                    rec.edits.append((t_call - rec.origin, op, ok, rtt, why))
             client.call_async(request).add_done_callback(done)
 
-        proc = psutil.Process(runner.procs["robot_selector"].proc.pid)
+        proc = psutil.Process(session.selector_pid())
         proc.cpu_percent(None)
         start = time.perf_counter()
-        t0[0] = start + args.warmup
-        end = t0[0] + measured
+        rec.origin = start + args.warmup
+        end = rec.origin + measured
         print(f"soak: warm-up {args.warmup:g} s, then {measured:g} s in {n_intervals} intervals "
               f"of {interval:g} s; camera {args.fps:g} FPS {args.width}x{args.height}, "
               f"{args.task_rate:g} tasks/s, an edit + forget every {args.edit_period:g} s",
               flush=True)
         next_task = next_sample = next_edit = start
-        next_boundary, i, n_edit = t0[0], 0, 0
+        next_boundary, i, n_edit = rec.origin, 0, 0
         while (now := time.perf_counter()) < end:
-            if not runner.procs["robot_selector"].alive():
-                died_at = now - t0[0]
+            if not session.selector_alive():
+                died_at = now - rec.origin
                 break
             if now >= next_task:
-                task_id = f"s{i}"
-                msg = TaskCommand(id=task_id, text=TASKS[i % len(TASKS)])
-                msg.header.stamp = node.get_clock().now().to_msg()
-                with rec.lock:
-                    rec.sent[task_id] = time.perf_counter() - t0[0]
-                task_pub.publish(msg)
+                session.send_task(f"s{i}", TASKS[i % len(TASKS)])
                 i += 1
                 next_task += 1.0 / args.task_rate
             if now >= next_edit:
@@ -208,36 +161,33 @@ def run(args, out: Path) -> dict:
                 n_edit += 1
                 next_edit += args.edit_period
             if now >= next_sample:
-                rec.samples.append((now - t0[0], proc.memory_info().rss / 2**20,
+                rec.samples.append((now - rec.origin, proc.memory_info().rss / 2**20,
                                     proc.cpu_percent(None)))
+                smaps = smaps_rollup(proc.pid)
+                rec.memory.append((now - rec.origin, smaps.get("Anonymous", 0) / 1024,
+                                   (smaps.get("Rss", 0) - smaps.get("Anonymous", 0)) / 1024,
+                                   proc.num_threads()))
                 next_sample += args.sample_period
             if now >= next_boundary:                      # counters at each interval edge
-                rec.diag.append((now - t0[0], dict(rec.last_diag)))
+                rec.diag.append((now - rec.origin, dict(rec.last_diag)))
                 done_n = len(rec.diag) - 1
                 if done_n:
                     print(f"soak: interval {done_n}/{n_intervals} done, "
                           f"RSS {rec.samples[-1][1]:.1f} MB", flush=True)
                 next_boundary += interval
             time.sleep(0.002)
-        rec.diag.append((time.perf_counter() - t0[0], dict(rec.last_diag)))
-        deadline = time.perf_counter() + 15
-        while died_at is None and time.perf_counter() < deadline and f"s{i - 1}" not in rec.got:
-            time.sleep(0.05)
-        stop.set()
-        if died_at is None and runner.procs["robot_selector"].alive():
+        rec.diag.append((rec.now(), dict(rec.last_diag)))
+        if died_at is None:
+            rec.wait_answered(f"s{i - 1}", 15.0, session.selector_alive)
+        camera.stop()
+        if died_at is None and session.selector_alive():
             future = list_cli.call_async(MemoryList.Request(key_prefix="soak-"))
             t_end = time.monotonic() + 30
             while not future.done() and time.monotonic() < t_end:
                 time.sleep(0.02)
             if future.done() and future.result().success:
                 memory_keys_end = sorted(future.result().keys)
-        camera_fps = published[0] / (time.perf_counter() - start)
-    finally:
-        stop.set()
-        runner.stop()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        camera_fps = camera.fps()
     from bitgen_core.audit import read_audit               # counts rotated files too
     audit_path = work / "memory.audit.log"
     audit_lines = sum(1 for _ in read_audit(audit_path)) if audit_path.exists() else 0
@@ -250,14 +200,19 @@ def run(args, out: Path) -> dict:
 def _window(rec: Recorder, lo: float, hi: float) -> dict:
     """Figures of one interval: tasks SENT in [lo, hi) and samples taken in it."""
     ids = [t for t, ts in rec.sent.items() if lo <= ts < hi]
-    ans = [rec.got[t] for t in ids if t in rec.got]
+    ans = [(rec.got[t][0], latency_stages(rec.got[t][1])) for t in ids if t in rec.got]
+    ans = [(t, lat.get("total", 0.0), lat.get("queue", 0.0)) for t, lat in ans]
     e2e = [(rec.got[t][0] - rec.sent[t]) * 1e3 for t in ids if t in rec.got]
     rss = [r for ts, r, _ in rec.samples if lo <= ts < hi]
     cpu = [c for ts, _, c in rec.samples if lo <= ts < hi]
+    mem = [m for m in rec.memory if lo <= m[0] < hi]
+    med = lambda i: statistics.median(m[i] for m in mem) if mem else None  # noqa: E731
     edits = [e for e in rec.edits if lo <= e[0] < hi]
     return {"t_start": round(lo, 1), "t_end": round(hi, 1),
             "rss_mb_median": statistics.median(rss) if rss else None,
             "rss_mb_max": max(rss) if rss else None,
+            "anon_mb_median": med(1), "file_mb_median": med(2),
+            "threads_max": max(m[3] for m in mem) if mem else None,
             "cpu_percent_mean": statistics.fmean(cpu) if cpu else None,
             "selection_p50_ms": pct([a[1] for a in ans], 50),
             "selection_p95_ms": pct([a[1] for a in ans], 95),
@@ -329,6 +284,8 @@ def summarise(args, rec, measured, interval, n_intervals, died_at, camera_fps,
         "pass": all(t["pass"] for t in targets.values() if t.get("target")),
         "samples": [{"t": round(t, 1), "rss_mb": round(r, 2), "cpu_percent": c}
                     for t, r, c in rec.samples],
+        "memory_samples": [{"t": round(t, 1), "anon_mb": round(a, 2), "file_mb": round(f, 2),
+                            "threads": n} for t, a, f, n in rec.memory],
         "work_dir": str(work)}
 
 
@@ -353,13 +310,14 @@ def markdown(res: dict) -> str:
         + ("" if res["node_died_at_s"] is None
            else f" NODE DIED at {res['node_died_at_s']:.0f} s."),
         "",
-        "| interval (s) | RSS median / max (MB) | CPU % | selection p50 / p95 (ms) | "
+        "| interval (s) | RSS median / max (MB) | anon / file-backed (MB) | CPU % | selection p50 / p95 (ms) | "
         "end-to-end p50 / p95 (ms) | queue wait p50 / p95 (ms) | tasks sent / answered / "
         "dropped by queue | frames recv / superseded | edits ok / failed |",
-        "|---|---|---|---|---|---|---|---|---|"]
+        "|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["intervals"]:
         lines.append(
             f"| {r['t_start']:g}-{r['t_end']:g} | {f(r['rss_mb_median'])} / {f(r['rss_mb_max'])} "
+            f"| {f(r['anon_mb_median'])} / {f(r['file_mb_median'])} "
             f"| {f(r['cpu_percent_mean'], 0)} | {f(r['selection_p50_ms'])} / "
             f"{f(r['selection_p95_ms'])} | {f(r['end_to_end_p50_ms'])} / "
             f"{f(r['end_to_end_p95_ms'])} | {f(r['queue_wait_p50_ms'])} / "
@@ -409,6 +367,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-trace-tokens", type=int, default=32)
     ap.add_argument("--queue", type=int, default=4, help="the node's task_queue_size")
     ap.add_argument("--sample-period", type=float, default=1.0, help="seconds between RSS samples")
+    ap.add_argument("--node-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra environment of the node, e.g. BITGEN_MEMPROBE=probe.jsonl "
+                         "(see bitgen_ros/memprobe.py) or MALLOC_ARENA_MAX=2; repeatable")
+    ap.add_argument("--node-param", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra robot_selector parameter, e.g. heap_trim_period=0; repeatable")
     ap.add_argument("--check", action="store_true", help="exit 1 when a target fails")
     ap.add_argument("--out", default=str(REPO / "runs" / "soak"))
     args = ap.parse_args(argv)

@@ -8,6 +8,7 @@ lifecycle transitions, service calls, publishing tasks and frames, waiting for a
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -89,6 +90,23 @@ class SelectorProcess:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+
+@contextlib.contextmanager
+def running_selector(ros: "TestClient", tmp: Path, params: dict | None = None, *,
+                     camera: bool = False, **kwargs):
+    """A configured, active selector the test client is attached to (task publisher matched,
+    and the camera publisher too with `camera`); stopped on exit, even if bring-up failed."""
+    proc = SelectorProcess(tmp, params=params, **kwargs).start()
+    try:
+        ros.attach(proc.ns)
+        ros.bring_up()
+        ros.wait_matched(ros.task_pub)
+        if camera:
+            ros.wait_matched(ros.image_pub)
+        yield proc
+    finally:
+        proc.stop()
 
 
 def _ros_value(v) -> str:

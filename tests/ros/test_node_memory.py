@@ -11,7 +11,7 @@ pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed; run `make b
 pytest.importorskip("bitgen_ros.msg", reason="bitgen_ros interfaces not built; run `make build`")
 
 from ros_node_harness import (HAVE_MODEL, NO_MODEL_REASON, TOKEN,  # noqa: E402
-                              SelectorProcess)
+                              running_selector)
 
 pytestmark = pytest.mark.skipif(not HAVE_MODEL, reason=NO_MODEL_REASON)
 
@@ -26,12 +26,8 @@ def drone_in_top3(msg) -> bool:
 
 @pytest.fixture
 def node(ros, tmp_path):
-    proc = SelectorProcess(tmp_path, params={"use_image": False}).start()
-    ros.attach(proc.ns)
-    ros.bring_up()
-    ros.wait_matched(ros.task_pub)
-    yield proc
-    proc.stop()
+    with running_selector(ros, tmp_path, {"use_image": False}) as proc:
+        yield proc
 
 
 def test_grounding_the_drone_removes_it_and_forgetting_brings_it_back(ros, node):
@@ -54,19 +50,13 @@ def test_facts_survive_a_restart_and_a_kill_9(ros, node, tmp_path):
     node.stop(signal.SIGKILL)
     # A new namespace: the killed node's endpoints linger in discovery until their lease
     # expires, and a request sent to them would never be answered.
-    again = SelectorProcess(tmp_path).start()
-    try:
-        ros.attach(again.ns)
-        ros.bring_up()
+    with running_selector(ros, tmp_path):
         listed = ros.memory_list()
         assert listed.success and listed.keys == ["zone_b", "drone_grounded"]
         assert listed.facts[1] == "the drone is grounded"
         assert listed.write_times[0] <= listed.write_times[1]
         assert [k for k in ros.memory_list("zone").keys] == ["zone_b"]
-        ros.wait_matched(ros.task_pub)
         assert not drone_in_top3(ros.task_and_wait(AERIAL))
-    finally:
-        again.stop()
 
 
 def test_edits_need_the_token_and_respect_the_limits(ros, node):
@@ -106,39 +96,25 @@ def test_read_only_refuses_edits_once_switched_on(ros, node):
 
 
 def test_without_a_configured_token_edits_are_refused_clearly(ros, tmp_path):
-    proc = SelectorProcess(tmp_path, token=None).start()
-    try:
-        ros.attach(proc.ns)
-        ros.bring_up()
+    with running_selector(ros, tmp_path, token=None):
         resp = ros.memory_edit("k", "the drone is grounded", token="anything-at-all")
         assert not resp.success and "BITGEN_EDIT_TOKEN" in resp.message
-    finally:
-        proc.stop()
 
 
 def test_a_corrupt_memory_file_is_moved_aside_and_the_node_says_so(ros, tmp_path):
     store = tmp_path / "state" / "memory.json"
     store.parent.mkdir()
     store.write_text('{"format": "bitgen-memory-store", "version": 1, "payload": {"fa')
-    proc = SelectorProcess(tmp_path, params={"memory_path": str(store)}).start()
-    try:
-        ros.attach(proc.ns)
-        ros.bring_up()                                  # configure still succeeds
+    # configure still succeeds (running_selector brings the node up)
+    with running_selector(ros, tmp_path, {"memory_path": str(store)}) as proc:
         assert ros.memory_list().keys == []
         assert "moved aside" in proc.log()
         assert list(store.parent.glob("memory.json.corrupt-*")), "the bad file was discarded"
         assert ros.memory_edit("k", "zone B is flooded").success
-    finally:
-        proc.stop()
 
 
 def test_the_memory_directory_is_created_on_a_fresh_robot(ros, tmp_path):
     store = tmp_path / "fresh" / "bitgen" / "memory.json"
-    proc = SelectorProcess(tmp_path, params={"memory_path": str(store)}).start()
-    try:
-        ros.attach(proc.ns)
-        ros.bring_up()
+    with running_selector(ros, tmp_path, {"memory_path": str(store)}):
         assert ros.memory_edit("k", "zone B is flooded").success
         assert store.exists() and (store.parent.stat().st_mode & 0o077) == 0
-    finally:
-        proc.stop()

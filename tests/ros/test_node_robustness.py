@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed; run `make build`")
 pytest.importorskip("bitgen_ros.msg", reason="bitgen_ros interfaces not built; run `make build`")
 
-from ros_node_harness import (HAVE_MODEL, NO_MODEL_REASON, SelectorProcess)  # noqa: E402
+from ros_node_harness import HAVE_MODEL, NO_MODEL_REASON, running_selector  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not HAVE_MODEL, reason=NO_MODEL_REASON)
 
@@ -21,14 +21,9 @@ TASK = "Inspect the hull of the ship below the waterline for cracks"
 
 @pytest.fixture(scope="module")
 def node(ros, tmp_path_factory):
-    proc = SelectorProcess(tmp_path_factory.mktemp("robust"),
-                           params={"max_trace_tokens": 4, "max_frame_age": 2.0}).start()
-    ros.attach(proc.ns)
-    ros.bring_up()
-    ros.wait_matched(ros.task_pub)
-    ros.wait_matched(ros.image_pub)
-    yield proc
-    proc.stop()
+    with running_selector(ros, tmp_path_factory.mktemp("robust"),
+                          {"max_trace_tokens": 4, "max_frame_age": 2.0}, camera=True) as proc:
+        yield proc
 
 
 def diag_values(ros, node) -> dict:
@@ -108,15 +103,11 @@ def test_compressed_camera_transport_decodes_jpeg_and_refuses_junk(ros, tmp_path
     from PIL import Image as PILImage
     from sensor_msgs.msg import CompressedImage
     from bitgen_ros import qos
-    proc = SelectorProcess(tmp_path, params={"image_transport": "compressed",
-                                             "max_trace_tokens": 2}).start()
-    try:
-        ros.attach(proc.ns)
-        ros.bring_up()
+    with running_selector(ros, tmp_path, {"image_transport": "compressed",
+                                          "max_trace_tokens": 2}) as proc:
         pub = ros.node.create_publisher(CompressedImage, f"{proc.ns}/camera/image_raw/compressed",
                                         qos.camera_profile())
         ros.wait_matched(pub)
-        ros.wait_matched(ros.task_pub)
         buf = io.BytesIO()
         PILImage.fromarray(np.full((40, 60, 3), 120, np.uint8)).save(buf, format="JPEG")
         pub.publish(CompressedImage(format="jpeg", data=buf.getvalue()))
@@ -129,5 +120,3 @@ def test_compressed_camera_transport_decodes_jpeg_and_refuses_junk(ros, tmp_path
         assert "camera frame refused" in proc.log()
         assert "CompressedImage" in proc.log()      # the transport in use is logged
         ros.node.destroy_publisher(pub)
-    finally:
-        proc.stop()

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed; run `make build`")
 pytest.importorskip("bitgen_ros.msg", reason="bitgen_ros interfaces not built; run `make build`")
 
-from ros_node_harness import (HAVE_MODEL, NO_MODEL_REASON, SelectorProcess)  # noqa: E402
+from ros_node_harness import HAVE_MODEL, NO_MODEL_REASON, running_selector  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not HAVE_MODEL, reason=NO_MODEL_REASON)
 
@@ -36,13 +36,9 @@ def scene(family: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def node(ros, tmp_path_factory):
-    proc = SelectorProcess(tmp_path_factory.mktemp("selection"),
-                           params={"max_trace_tokens": 16, "task_queue_size": 16}).start()
-    ros.attach(proc.ns)
-    ros.bring_up()
-    ros.wait_matched(ros.task_pub)
-    yield proc
-    proc.stop()
+    with running_selector(ros, tmp_path_factory.mktemp("selection"),
+                          {"max_trace_tokens": 16, "task_queue_size": 16}) as proc:
+        yield proc
 
 
 def test_camera_and_task_give_a_selection_with_the_commands_header(ros, node):

@@ -1,91 +1,110 @@
-"""Smoke version of the 30 FPS soak (issue 6, item 5): a camera at 30 FPS and a task every
-100 ms for SOAK_SECONDS (default 10 s) against the node in its own process. Neither latency
-nor RSS may grow beyond a margin, and nothing backs up: the answer delay stays bounded by
-the task queue, whatever the camera rate. The 60 s run is `scripts/bench_ros.py --duration 60`.
+"""A 30 FPS camera for 60 s with a task every 100 ms (issue 6, item 5), the node in its own
+process over real DDS: no growth in latency or RSS, no frame backlog, no task backlog.
+
+The shipped model selects in ~70-90 ms on an idle core, so 10 tasks/s is at or past what a
+loaded 2-core CI machine can answer: the bounded task queue then drops the oldest tasks, by
+design. What must hold whatever the load: the frame each answer used is fresh (the camera
+never queues up behind inference), the wait of an answered task stays bounded by the queue
+depth, latency and RSS do not drift from the first third to the last, and the newest task is
+always answered. BITGEN_SOAK_SECONDS shortens or lengthens the measured time (default 60).
+The 30-minute version with memory edits is `scripts/soak.py` (issue 7).
 """
 from __future__ import annotations
 
 import os
 import statistics
-import threading
 import time
 
-import numpy as np
 import pytest
 
 pytest.importorskip("rclpy", reason="rclpy (ROS 2) is not installed; run `make build`")
 pytest.importorskip("bitgen_ros.msg", reason="bitgen_ros interfaces not built; run `make build`")
 
-from ros_node_harness import (HAVE_MODEL, NO_MODEL_REASON, SelectorProcess)  # noqa: E402
+from ros_node_harness import HAVE_MODEL, NO_MODEL_REASON, running_selector  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not HAVE_MODEL, reason=NO_MODEL_REASON)
 
-SOAK_SECONDS = float(os.environ.get("BITGEN_SOAK_SECONDS", "10"))
+SOAK_SECONDS = float(os.environ.get("BITGEN_SOAK_SECONDS", "60"))
+WARMUP_SECONDS = 10.0          # run, not measured: allocator, arenas and DDS buffers settle
 QUEUE = 4
 TASKS = ["Fly over the forest fire and take aerial photos",
          "Inspect the hull of the ship below the waterline",
          "Move the pallets across the flat warehouse floor"]
 
 
-def _third_medians(values: list[float]) -> tuple[float, float]:
+def _thirds(values: list[float]) -> tuple[float, float]:
+    """Medians of the first and the last third."""
     k = max(1, len(values) // 3)
     return statistics.median(values[:k]), statistics.median(values[-k:])
 
 
-def test_30fps_camera_and_10hz_tasks_do_not_grow_latency_rss_or_backlog(ros, tmp_path):
-    node = SelectorProcess(tmp_path, params={"max_trace_tokens": 4, "task_queue_size": QUEUE,
-                                             "max_frame_age": 0.5}).start()
-    try:
-        ros.attach(node.ns)
-        ros.bring_up()
-        ros.wait_matched(ros.task_pub)
-        ros.wait_matched(ros.image_pub)
-        frames = [np.random.default_rng(i).integers(0, 255, (240, 320, 3), dtype=np.uint8)
-                  for i in range(8)]
-        stop = threading.Event()
+def _median_between(samples: list[tuple[float, float]], lo: float, hi: float) -> float:
+    return statistics.median(v for t, v in samples if lo <= t < hi)
 
-        def camera():
-            i, period, nxt = 0, 1 / 30, time.monotonic()
-            while not stop.is_set():
-                ros.send_image(frames[i % len(frames)])
-                i += 1
-                nxt += period
-                time.sleep(max(0.0, nxt - time.monotonic()))
 
-        cam = threading.Thread(target=camera, daemon=True)
-        cam.start()
-        for i in range(5):                                   # warm-up: caches, allocator
-            ros.task_and_wait(TASKS[i % 3])
-        rss_start = node.rss_mb()
+def test_30fps_camera_and_10hz_tasks_for_60s_grow_no_latency_rss_or_backlog(ros, tmp_path):
+    from bitgen_ros.loadgen import CameraPublisher, camera_frames, latency_stages
+    params = {"max_trace_tokens": 8, "task_queue_size": QUEUE, "max_frame_age": 1.0}
+    with running_selector(ros, tmp_path, params, camera=True) as node:
+        camera = CameraPublisher(ros.node, ros.image_pub, camera_frames(640, 480), 30.0).start()
         sent: dict[str, float] = {}
-        t_end = time.monotonic() + SOAK_SECONDS
-        i = 0
-        while time.monotonic() < t_end:
-            task_id = f"soak-{i}"
-            sent[task_id] = time.monotonic()
-            ros.send_task(TASKS[i % 3], task_id=task_id)
-            i += 1
-            time.sleep(0.1)
-        last = f"soak-{i - 1}"
-        ros.wait_selection(last, timeout=30)               # the newest task is always answered
-        stop.set()
-        cam.join()
-        rss_end = node.rss_mb()
+        rss: list[tuple[float, float]] = []              # (s since measuring began, MB)
+        try:
+            start = time.monotonic()
+            t_measure = start + WARMUP_SECONDS
+            t_end = t_measure + SOAK_SECONDS
+            i, next_task, next_sample = 0, start, t_measure
+            while (now := time.monotonic()) < t_end:
+                if now >= next_task:
+                    task_id = ros.send_task(TASKS[i % 3], task_id=f"soak-{i}")
+                    if now >= t_measure:
+                        sent[task_id] = now - t_measure
+                    i += 1
+                    next_task += 0.1
+                if now >= next_sample:
+                    rss.append((now - t_measure, node.rss_mb()))
+                    next_sample += 1.0
+                time.sleep(0.005)
+            newest = ros.wait_selection(f"soak-{i - 1}", timeout=30)
+            camera.stop()
+            assert node.alive(), node.log()[-2000:]
+        finally:
+            camera.stop()
         got = {m.task_id: m for m in list(ros.selections) if m.task_id in sent}
-        assert node.alive()
-    finally:
-        node.stop()
 
     answered = sorted(got, key=lambda t: sent[t])
-    assert len(answered) >= 10, f"only {len(answered)} of {len(sent)} tasks answered"
-    totals = [dict(zip(got[t].latency_stages, got[t].latency_ms))["total"] for t in answered]
-    waits = [dict(zip(got[t].latency_stages, got[t].latency_ms))["queue"] for t in answered]
-    first, last_third = _third_medians(totals)
-    assert last_third <= 1.5 * first + 20.0, f"latency grew: {first:.1f} -> {last_third:.1f} ms"
-    # Bounded backlog: a task waits at most for the queue ahead of it plus the running one.
+    stages = [latency_stages(got[t]) for t in answered]
+    totals = [s["total"] for s in stages]
+    waits = [s["queue"] for s in stages]
+    frame_ages = [s["frame_age"] for s in stages if "frame_age" in s]
+    first, last = _thirds(totals)
+    summary = (f"{len(answered)}/{len(sent)} tasks answered, camera {camera.fps():.1f} FPS, "
+               f"selection median first/last third {first:.1f}/{last:.1f} ms, "
+               f"queue wait max {max(waits):.0f} ms, "
+               f"frame age median/max {statistics.median(frame_ages):.0f}/{max(frame_ages):.0f} "
+               f"ms over {len(frame_ages)} answers, RSS {rss[0][1]:.1f} -> {rss[-1][1]:.1f} MB")
+    print("\n" + summary)
+
+    assert newest.robots                                  # the newest task is always answered
+    assert camera.fps() > 25.0, summary                  # the load was what the test claims
+    # Whatever the load, the node keeps answering a good share (the rest dropped by design).
+    assert len(answered) >= 0.1 * len(sent), summary
+    # No frame backlog: the answers used the camera's newest frames. A queue of frames
+    # behind inference would age them by a frame period per selection, without bound.
+    assert len(frame_ages) >= 0.9 * len(answered), summary
+    # The newest frame at 30 FPS is at most 33 ms old plus DDS and scheduling; a frame past
+    # max_frame_age (1 s since it arrived) is never used.
+    assert statistics.median(frame_ages) < 250.0, summary
+    assert max(frame_ages) < 1000.0 + 500.0, summary
+    first_age, last_age = _thirds(frame_ages)
+    assert last_age <= 2.0 * first_age + 100.0, summary
+    # No task backlog: an answered task waited at most for the queue ahead of it and the
+    # selection running when it came.
     bound = (QUEUE + 1) * max(totals) + 250.0
-    assert max(waits) <= bound, f"queue wait {max(waits):.0f} ms > bound {bound:.0f} ms"
-    assert rss_end - rss_start < 25.0, f"RSS grew {rss_end - rss_start:.1f} MB"
-    print(f"\nsoak {SOAK_SECONDS:g}s: {len(answered)}/{len(sent)} answered, total latency "
-          f"median {first:.1f} -> {last_third:.1f} ms, max queue wait {max(waits):.0f} ms, "
-          f"RSS {rss_start:.1f} -> {rss_end:.1f} MB")
+    assert max(waits) <= bound, f"queue wait {max(waits):.0f} ms > {bound:.0f} ms; {summary}"
+    # No latency growth: the node's own selection time, first third vs last third.
+    assert last <= 1.5 * first + 20.0, f"latency grew {first:.1f} -> {last:.1f} ms; {summary}"
+    # No RSS growth after warm-up: first 10 s vs last 10 s of the measured time.
+    grown = (_median_between(rss, SOAK_SECONDS - 10, SOAK_SECONDS)
+             - _median_between(rss, 0, 10))
+    assert grown < 6.0, f"RSS grew {grown:.1f} MB; {summary}"

@@ -50,7 +50,17 @@ def test_node_commands_carry_the_params_file_namespace_and_overrides():
     assert cmd[cmd.index("--params-file") + 1].endswith("config/robot_selector.yaml")
     assert "__ns:=/robot1" in cmd and "model_dir:=/models/x" in cmd
     assert cmd[cmd.index("--log-level") + 1] == "warn"
-    assert "model_dir:=/models/x" not in node_command("scene_source", cfg)
+    # the demo nodes get what the launch file gives them: params file, namespace, log level
+    for name in ("scene_source", "task_publisher"):
+        demo_cmd = node_command(name, cfg)
+        assert demo_cmd[:3] == [sys.executable, "-m", f"bitgen_ros.{name}"]
+        assert f"__node:={name}" in demo_cmd and "__ns:=/robot1" in demo_cmd
+        assert demo_cmd[demo_cmd.index("--params-file") + 1] == cmd[cmd.index("--params-file") + 1]
+        assert demo_cmd[demo_cmd.index("--log-level") + 1] == "warn"
+        assert "model_dir:=/models/x" not in demo_cmd
+    assert RunConfig(demo=False).params_path() == RunConfig(params_file="").params_path()
+    assert node_command("robot_selector", RunConfig(params_file="/p.yaml"))[
+        cmd.index("--params-file") + 1] == "/p.yaml"
 
 
 def run_runner(*args: str, timeout: float = 90.0) -> subprocess.CompletedProcess:
