@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import io
 import json
@@ -96,6 +97,24 @@ def teardown_distributed(d: Dist) -> None:
     if d.on and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def start_run(description: str, default_config: str | Path, argv=None, resume_help: str = "continue from OUT/state.pt",
+              override_example: str = "sft.steps=100") -> tuple[argparse.Namespace, dict, "Dist", int]:
+    """The start every training script shares: `--config`, `--resume` and key=value overrides,
+    the config, the thread budget, the process group (if under torchrun) and the seed.
+    Returns (args, cfg, dist, seed); everything random is seeded with `seed` on return."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--config", default=str(default_config))
+    ap.add_argument("--resume", action="store_true", help=resume_help)
+    ap.add_argument("overrides", nargs="*", help=f"key=value config overrides (e.g. {override_example})")
+    args = ap.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    torch.set_num_threads(int(cfg.get("threads", 1)))
+    d = setup_distributed()
+    seed = int(cfg.get("seed", 0))
+    seed_everything(seed)
+    return args, cfg, d, seed
 
 
 def broadcast_parameters(module: torch.nn.Module, d: Dist) -> None:

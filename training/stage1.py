@@ -22,7 +22,6 @@ Writes OUT/model.pt (stage 2's init), OUT/state.pt (resume), OUT/metrics.jsonl, 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import sys
@@ -128,16 +127,8 @@ def distill_corpus(cfg: dict, catalog, seed: int) -> tuple[list[str], list[str]]
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default=str(DEFAULT_CONFIG))
-    ap.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
-    ap.add_argument("overrides", nargs="*", help="key=value config overrides (e.g. stage1.steps=50)")
-    args = ap.parse_args(argv)
-    cfg = C.load_config(args.config, args.overrides)
-    torch.set_num_threads(int(cfg.get("threads", 1)))
-    d = C.setup_distributed()
-    seed = int(cfg.get("seed", 0))
-    C.seed_everything(seed)
+    args, cfg, d, seed = C.start_run(__doc__.split("\n\n")[0], DEFAULT_CONFIG, argv,
+                                     override_example="stage1.steps=50")
     s1, dcfg = cfg["stage1"], cfg["data"]
     out = C.resolve(cfg["out"])
     model = C.build_model(cfg)

@@ -21,7 +21,6 @@ OUT/metrics.jsonl (curves for the report) and OUT/summary.json.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import re
@@ -255,15 +254,8 @@ def _phase(out: Path) -> str:
 
 # --- main -----------------------------------------------------------------------------------
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default=str(DEFAULT_CONFIG))
-    ap.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
-    ap.add_argument("overrides", nargs="*", help="key=value config overrides (e.g. sft.steps=100)")
-    args = ap.parse_args(argv)
-    cfg = C.load_config(args.config, args.overrides)
-    torch.set_num_threads(int(cfg.get("threads", 1)))
-    d = C.setup_distributed()
-    seed = int(cfg.get("seed", 0))
+    args, cfg, d, seed = C.start_run(__doc__.split("\n\n")[0], DEFAULT_CONFIG, argv,
+                                     override_example="sft.steps=100")
     C.seed_everything(seed + d.rank)
     out = C.resolve(cfg["out"])
     init = C.resolve(cfg.get("init"))
