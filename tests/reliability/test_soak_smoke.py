@@ -50,6 +50,8 @@ def test_soak_script_runs_with_edits_answers_and_reports_its_figures(tmp_path):
     assert len(res["intervals"]) == 5
     for row in res["intervals"]:
         assert row["rss_mb_median"] > 50, row             # the node's own RSS, sampled
+        assert 0 < row["anon_mb_median"] < row["rss_mb_median"], row   # smaps_rollup split
+        assert row["threads_max"] > 1 and row["load_avg_1min_mean"] is not None, row
         assert row["tasks_sent"] >= 20, row               # 10 Hz over 3 s
         assert row["frames_received"] is not None, row   # read from /diagnostics
     answered = [r for r in res["intervals"] if r["tasks_answered"]]
