@@ -54,3 +54,27 @@ def test_image_decides_tasks_do_not_name_the_place():
         golds_per_action.setdefault(r["action"], set()).add(tuple(r["robots"]))
     # the same action gets different gold sets depending on the scene
     assert max(len(g) for g in golds_per_action.values()) >= 3
+
+
+def test_memory_share_of_train_records_follows_memory_frac(tmp_path):
+    write_corpus(tmp_path, n=400, seed=3, memory_frac=0.3, n_memory_cases=2, progress=False)
+    train = _read(tmp_path / "train.jsonl")
+    mem = [r for r in train if r["id"].startswith("mem-")]
+    assert len(train) == 400 and len(mem) == 120
+    # episodes hold distractor and restoration records, not only fact / no-fact pairs
+    tags = {r["id"].rsplit("-", 1)[1] for r in mem}
+    assert {"a", "b", "p", "q", "u", "d", "x"} <= tags and "r" in tags
+    assert sum(len(r["facts"]) == 2 for r in mem) > 0
+
+
+def test_aerial_world_has_structure_places_without_flying_words():
+    """Aerial jobs are often asked by the structure alone (gutters, pylons, bridge undersides):
+    the world must hold such places, and the rules still send the drone to inspect them."""
+    from bitgen_core.data.rules import RuleBook
+    world, book = World.load(), RuleBook.load()
+    flying = ("roof", "aerial", "above", "overhead", "air", "fly", "sky")
+    plain = [p for p in world.families["aerial"].places if not any(w in p for w in flying)]
+    assert len(plain) >= 20
+    assert book.decide("aerial", ("inspection",)).robots[0] == "drone"
+    surface = world.families["water_surface"].places
+    assert not any(w in p for p in surface for w in ("beneath", "under", "depth", "bottom", "seabed"))
