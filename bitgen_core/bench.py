@@ -181,7 +181,24 @@ def bench_trace(rt, tokens: int) -> dict:
     for _ in rt.trace_stream(TASKS[1], None, max_new_tokens=tokens, ignore_eos=True):
         n += 1
     dt = time.perf_counter() - t   # includes one prefill; amortised over the tokens
-    return {"tokens": n, "tokens_per_s": n / dt}
+    return {"tokens": n, "tokens_per_s": n / dt, "per_token_ms": decode_split(rt, min(tokens, 128))}
+
+
+def decode_split(rt, tokens: int) -> dict:
+    """Where a trace token's time goes: the output head (head.onnx shortlist + float32
+    re-score) vs the decode step (numpy, or decode.onnx), medians over one stream."""
+    head, step = [], []
+    with rt._blas_threads():
+        state, cache, img, _ = rt._start(TASKS[2], None, {})
+        advance = rt._stepper(cache, img)
+        for _ in range(tokens):
+            t0 = time.perf_counter()
+            pick = rt._next_token(state)
+            t1 = time.perf_counter()
+            state = advance(pick)
+            step.append(time.perf_counter() - t1)
+            head.append(t1 - t0)
+    return {"head": _pct(head, 50) * 1e3, "step": _pct(step, 50) * 1e3, "backend": rt.decode_backend}
 
 
 def bench_memory(rt_factory, n: int) -> dict:
@@ -275,6 +292,10 @@ def markdown(r: dict) -> str:
                      f"(p50 parts: {parts}) |")
     lines.append(f"| vision encode (1 thread, p50) | {r['select']['1']['parts_p50_ms'].get('vision', float('nan')):.2f} ms |")
     lines.append(f"| trace generation (1 thread) | {r['trace']['tokens_per_s']:.0f} tokens/s |")
+    sp = r["trace"].get("per_token_ms")
+    if sp:
+        lines.append(f"| per trace token, p50: output head / decode step ({sp['backend']}) | "
+                     f"{sp['head']:.3f} / {sp['step']:.3f} ms |")
     for label, mm in r["memory"].items():
         lines.append(f"| memory write / forget ({label}, p50) | {mm['write_p50_ms']:.2f} / {mm['forget_p50_ms']:.2f} ms |")
     if "peak_rss_mb" in r["rss"]:

@@ -38,6 +38,7 @@ from bitgen_core.fusion import GatedCrossAttention
 from bitgen_core.memory import EpisodicMemory
 from bitgen_core.quant import BitLinear, RMSNorm, set_quantization
 from bitgen_core.reasoning import TinyR1Reasoner
+from bitgen_core.runtime.constrained import SelectionClause, chosen_robots
 from bitgen_core.selector import RobotSelector
 from bitgen_core.store import atomic_write_bytes
 from bitgen_core.tokenizer import BitGenTokenizer, minilm_init_embeddings
@@ -348,24 +349,32 @@ class BitGenModel(nn.Module):
         keys = [self.catalog.keys[i] for i in order.tolist()]
         out = dict(robots=keys, confidences=conf.tolist(), top_k=list(zip(keys[:top_k], conf.tolist()[:top_k])),
                    probabilities=dict(zip(self.catalog.keys, probs.tolist())), steps=int(r.steps[0]))
-        if trace_tokens:
-            out["reasoning"] = self._collect(sep_state, cache, image_tokens, trace_tokens)["texts"][0]
+        if trace_tokens:   # the trace's "selected:" clause is forced to the chosen robots
+            chosen = chosen_robots(keys, conf.tolist())
+            out["reasoning"] = self._collect(sep_state, cache, image_tokens, trace_tokens,
+                                             chosen=chosen)["texts"][0]
         return out
 
     @torch.no_grad()
     def iter_trace(self, sep_state, cache: SinkKVCache, image_tokens=None, max_new_tokens: int | None = None,
                    temperature: float = 0.0, generator: torch.Generator | None = None,
-                   stop_at_eos: bool = True):
+                   stop_at_eos: bool = True, chosen: list[str] | None = None):
         """Stream the trace after a prefill: yields (token ids (G,), log-probs (G,)) per step.
 
         G rows (GRPO's group) continue one prompt's cache; a row that emitted [EOS] keeps
         emitting [EOS]. The cache keeps n_sink + window tokens however long the stream runs.
         temperature 0 is greedy; otherwise sampling from softmax(logits / temperature).
-        stop_at_eos=False streams on past [EOS] (benchmarks of long streams)."""
+        stop_at_eos=False streams on past [EOS] (benchmarks of long streams).
+        `chosen` (robot keys): once a row has written the "selected:" marker, the rest of its
+        clause is forced to these robots' names, then [EOS] (runtime/constrained.py; the
+        torch-free runtime does the same, so the two give the same traces)."""
         eos = self.tokenizer.eos_id
         n = max_new_tokens if max_new_tokens is not None else self.config.max_trace_tokens
         rows = sep_state.shape[0]
         done = torch.zeros(rows, dtype=torch.bool, device=sep_state.device)
+        clause = SelectionClause(self.tokenizer, self.catalog) if chosen is not None else None
+        history: list[list[int]] = [[] for _ in range(rows)]
+        forced: list[list[int] | None] = [None] * rows    # None: not forced yet; [] forced, spent
         logits = self.lm_head(sep_state)
         for _ in range(n):
             logp = F.log_softmax(logits.float(), dim=-1)
@@ -373,9 +382,18 @@ class BitGenModel(nn.Module):
                 pick = torch.multinomial(F.softmax(logits.float() / temperature, -1), 1, generator=generator)
             else:
                 pick = logp.argmax(-1, keepdim=True)
+            if clause is not None:
+                for r in range(rows):
+                    if forced[r]:
+                        pick[r, 0] = forced[r].pop(0)
             if stop_at_eos:
                 pick = torch.where(done[:, None], torch.full_like(pick, eos), pick)
             yield pick.squeeze(1), logp.gather(-1, pick).squeeze(1)
+            if clause is not None:
+                for r in range(rows):
+                    history[r].append(int(pick[r, 0]))
+                    if forced[r] is None and clause.marker_ends_at(history[r]):
+                        forced[r] = clause.forced_ids(chosen)
             done = done | (pick.squeeze(1) == eos)
             if stop_at_eos and bool(done.all()):
                 return
@@ -387,13 +405,13 @@ class BitGenModel(nn.Module):
     def generate_trace(self, task: str, image: np.ndarray | None = None, memory: EpisodicMemory | None = None,
                        max_new_tokens: int | None = None, temperature: float = 0.0, num_samples: int = 1,
                        generator: torch.Generator | None = None, on_token=None,
-                       stop_at_eos: bool = True) -> dict:
+                       stop_at_eos: bool = True, chosen: list[str] | None = None) -> dict:
         """Generate the reasoning trace token by token (decode-step API + sink cache).
 
         Returns ids (G, T) (trace tokens, [EOS] included when reached), logprobs (G, T),
         mask (G, T) (1 up to and including the first [EOS]), texts (G strings) and
         cache_sizes (cache length after each step). `on_token(piece)` receives row 0's text
-        pieces as they are generated."""
+        pieces as they are generated. `chosen`: force the "selected:" clause (iter_trace)."""
         sep_state, cache, image_tokens = self.start(task, image, memory)
         if num_samples > 1:   # the group shares the prompt: replicate its prefill
             sep_state = sep_state.expand(num_samples, -1)
@@ -401,14 +419,14 @@ class BitGenModel(nn.Module):
             if image_tokens is not None:
                 image_tokens = image_tokens.expand(num_samples, -1, -1)
         return self._collect(sep_state, cache, image_tokens, max_new_tokens, temperature, generator, on_token,
-                             stop_at_eos)
+                             stop_at_eos, chosen)
 
     def _collect(self, sep_state, cache, image_tokens, max_new_tokens, temperature=0.0, generator=None,
-                 on_token=None, stop_at_eos=True) -> dict:
+                 on_token=None, stop_at_eos=True, chosen=None) -> dict:
         stream = self.tokenizer.decode_stream()
         ids, logps, sizes = [], [], []
         for pick, logp in self.iter_trace(sep_state, cache, image_tokens, max_new_tokens, temperature,
-                                          generator, stop_at_eos):
+                                          generator, stop_at_eos, chosen):
             ids.append(pick)
             logps.append(logp)
             sizes.append(len(cache))

@@ -1,8 +1,10 @@
-"""One decode step of the BitGen backbone in numpy: the trace's hot loop, without onnxruntime.
+"""The BitGen backbone's decode step in numpy: the trace's hot loop, without onnxruntime.
 
 Why not the exported decode.onnx: at d=128 a decode step is a few hundred tiny operators, and
 onnxruntime's per-node dispatch (measured here: ~1.7 ms a step for ~320 nodes) dwarfs the
-arithmetic. The same step in numpy is a few dozen vectorised calls.
+arithmetic. The same step in numpy is ~200 vectorised calls, written so that each costs as
+little as numpy allows: Python floats for per-token scalars, `rint` (round half to even,
+what torch.round does) instead of the slower `np.round`, one slot write per token.
 
 Why it is still exact BitNet math: activations are quantised per token to int8 codes exactly as
 `ternary.quantize_activations` / `quant.activation_quant_int` do, and the integer matmul
@@ -13,17 +15,26 @@ represents each partial sum exactly and the result equals MatMulInteger's int32 
 softmax, SiLU) follow the torch expressions; they differ from torch / onnxruntime only by
 float32 rounding, the same latitude the onnxruntime graph has.
 
-The image cross-attention keys/values depend only on the image, so `bind_image` computes them
-once per selection instead of in every step (the ONNX graph recomputes them each token).
+Constant cost per token however long the stream (StreamingLLM, kvcache_np.SinkKVCache): keys
+are rotated once, when they enter the cache, at their *stream* position, and the query twice
+-- at its stream position for the window keys, at its cache slot for the sinks. Rotary scores
+depend on the distance between query and key only, and inside the window the distance in the
+stream equals the distance in the cache, so this equals the torch model's rotate-by-cache-slot
+(which re-rotates every cached key once evictions start) without touching the cached keys
+again. Angles are computed in float64 from the integer position, so a stream of billions of
+tokens keeps exact rotations. The image cross-attention keys/values depend only on the image:
+`bind_image` computes them once per selection.
 
     dec = NumpyDecoder.from_model_files(files)
-    img = dec.bind_image(image_tokens)           # (1, N, d) or None
-    state, k_new, v_new, rot = dec.step(x, past_k, past_v, img)   # decode.onnx's contract + rot
+    img = dec.bind_image(image_tokens)       # (1, N, d) or None
+    dec.attach(cache)                        # a SinkKVCache holding the prompt's K/V
+    state = dec.step(x, cache, img)          # x (d,) embedded token -> (1, d); cache grows by one
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,9 +45,9 @@ except ImportError:  # pragma: no cover - exercised only where threadpoolctl is 
     ThreadpoolController = None
 
 from bitgen_core.errors import ModelLoadError
+from bitgen_core.kvcache_np import SinkKVCache
 
 ACT_QMAX = np.float32(127.0)
-ACT_QMIN = np.float32(-128.0)
 
 
 @dataclass
@@ -44,7 +55,7 @@ class _Linear:
     """A deployed BitLinear: RMSNorm gain, ternary codes as float32 (in, out), gamma."""
     norm: np.ndarray | None
     w: np.ndarray
-    gamma: np.float32
+    gamma: float
     bias: np.ndarray | None
 
 
@@ -57,7 +68,7 @@ class _Layer:
     xq: _Linear | None = None
     xkv: _Linear | None = None
     xo: _Linear | None = None
-    gate: np.float32 | None = None
+    gate: float | None = None
 
 
 class BlasThreads:
@@ -82,6 +93,11 @@ class BlasThreads:
         return self._blas.limit(limits=self.threads) if self._blas is not None else contextlib.nullcontext()
 
 
+
+
+_TABULATED = 4096   # rotary positions kept in a table; beyond, angles are computed per token
+
+
 class NumpyDecoder:
     def __init__(self, layers: list[_Layer], final_norm: np.ndarray, n_heads: int, rope_base: float,
                  rms_eps: float = 1e-6, act_eps: float = 1e-5):
@@ -90,8 +106,8 @@ class NumpyDecoder:
         self.n_heads = int(n_heads)
         self.d = int(final_norm.shape[0])
         self.head_dim = self.d // self.n_heads
-        self.rms_eps, self.act_eps = np.float32(rms_eps), np.float32(act_eps)
-        self.scale = np.float32(1.0 / np.sqrt(self.head_dim))
+        self.rms_eps, self.act_eps = float(rms_eps), float(act_eps)
+        self.scale = float(1.0 / np.sqrt(self.head_dim))
         # rotary.Rotary: inv_freq in float32, then positions * inv_freq in float32
         hd = self.head_dim
         self._inv_freq = (np.float32(1.0) / (np.float32(rope_base) ** (
@@ -114,7 +130,7 @@ class NumpyDecoder:
         except (KeyError, ValueError, OSError) as e:
             raise ModelLoadError(f"model file {rel} is invalid ({e}); re-export the model") from None
         cfg = files.model_config
-        gammas = {k: np.float32(v["gamma"]) for k, v in files.config["ternary"].items()}
+        gammas = {k: float(np.float32(v["gamma"])) for k, v in files.config["ternary"].items()}
 
         def lin(name: str) -> _Linear:
             if name not in files.ternary:
@@ -131,7 +147,7 @@ class NumpyDecoder:
                                lin(f"{p}.ffn.down"))
                 if i in cfg.cross_attn_layers:
                     layer.xq, layer.xkv, layer.xo = (lin(f"{p}.xattn.{n}") for n in ("q", "kv", "o"))
-                    layer.gate = np.float32(np.tanh(params[f"{p}.xattn.gate"].reshape(-1)[0]))
+                    layer.gate = float(np.float32(np.tanh(params[f"{p}.xattn.gate"].reshape(-1)[0])))
                 layers.append(layer)
             final = params["norm.weight"]
         except KeyError as e:
@@ -140,12 +156,12 @@ class NumpyDecoder:
                    spec.get("act_eps", 1e-5))
 
     # ------------------------------------------------------------------ pieces
-    # Per-token vectors are 1-D and the per-token scalars numpy float32 scalars: at this size
-    # each numpy call costs more than its arithmetic, so the step is written in as few calls
-    # as the torch expressions allow.
+    # Per-token vectors are 1-D and per-token scalars Python floats: at this size each numpy
+    # call costs more than its arithmetic (a float32 scalar op ~0.6 us, a Python one ~0.03 us).
+    # A Python float meets a float32 array as float32 (NEP 50), and float64 products/quotients
+    # of float32 values round to the float32 result, so the scalars are those of float32 math.
     def _rms(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-        inv = np.float32(1.0) / np.sqrt(np.dot(x, x) / np.float32(x.shape[-1]) + self.rms_eps)
-        return x * inv * w
+        return x * (1.0 / math.sqrt(float(np.dot(x, x)) / x.shape[-1] + self.rms_eps)) * w
 
     def _bitlinear(self, x: np.ndarray, lin: _Linear) -> np.ndarray:
         """One token (d,) through RMSNorm -> int8 absmax codes -> ternary matmul -> rescale.
@@ -153,45 +169,71 @@ class NumpyDecoder:
         always inside [-128, 127] already."""
         if lin.norm is not None:
             x = self._rms(x, lin.norm)
-        scale = max(np.abs(x).max(), self.act_eps) / ACT_QMAX
-        y = np.round(x / scale) @ lin.w
+        scale = max(float(np.abs(x).max()), self.act_eps) / 127.0
+        y = np.rint(x / scale) @ lin.w
         y *= scale * lin.gamma
         return y if lin.bias is None else y + lin.bias
 
     def _bitlinear_rows(self, x: np.ndarray, lin: _Linear) -> np.ndarray:
         """Several tokens (n, d): the image tokens of `bind_image`, once per selection."""
         if lin.norm is not None:
-            x = x * (np.float32(1.0) / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.rms_eps)) * lin.norm
-        scale = np.maximum(np.abs(x).max(axis=-1, keepdims=True), self.act_eps) / ACT_QMAX
-        y = (np.round(x / scale) @ lin.w) * (scale * lin.gamma)
+            x = x * (np.float32(1.0) / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + np.float32(self.rms_eps))) * lin.norm
+        scale = np.maximum(np.abs(x).max(axis=-1, keepdims=True), np.float32(self.act_eps)) / ACT_QMAX
+        y = (np.rint(x / scale) @ lin.w) * (scale * np.float32(lin.gamma))
         return y if lin.bias is None else y + lin.bias
 
-    def _rotary(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """cos and a signed sin for slots 0..n-1: rotate(x) = x*cos + swap_halves(x)*sin_signed,
+    def _table(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """cos and a signed sin for positions 0..n-1 (n <= _TABULATED), computed as torch's
+        Rotary does (float32 positions x inv_freq): rotate(x) = x*cos + swap_halves(x)*sin,
         the same products as rotate-half's cat(-x2, x1)*sin (negation is exact)."""
         cos, sin = self._tables
-        if cos.shape[0] < n:   # positions are cache slots, so n <= S+R+1: grows once
-            m = max(n, 2 * cos.shape[0], 64)
+        if cos.shape[0] < n:
+            m = min(_TABULATED, max(n, 2 * cos.shape[0], 256))
             freqs = np.arange(m, dtype=np.float32)[:, None] * self._inv_freq
-            emb = np.concatenate([freqs, freqs], axis=-1)
-            half = self.head_dim // 2
-            sin = np.sin(emb).astype(np.float32)
-            sin[:, :half] *= -1
-            cos = np.cos(emb).astype(np.float32)
+            cos, sin = self._cos_sin(np.concatenate([freqs, freqs], axis=-1))
             self._tables = (cos, sin)
-        return cos[:n], sin[:n]
+        return cos, sin
+
+    def _cos_sin(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sin = np.sin(emb).astype(np.float32)
+        sin[..., :self.head_dim // 2] *= -1
+        return np.cos(emb).astype(np.float32), sin
+
+    def rotation(self, positions) -> tuple[np.ndarray, np.ndarray]:
+        """(cos, signed sin) for an int or an array of positions, any size: tabulated ones as
+        torch computes them, later ones from float64 angles (exact for any stream length)."""
+        if isinstance(positions, int) and positions < self._tables[0].shape[0]:
+            cos, sin = self._tables   # the per-token fast path
+            return cos[positions], sin[positions]
+        p = np.asarray(positions, dtype=np.int64)
+        top = int(p.max()) + 1 if p.size else 0
+        if top <= _TABULATED:
+            cos, sin = self._table(top)
+            return cos[p], sin[p]
+        freqs = p[..., None].astype(np.float64) * self._inv_freq.astype(np.float64)
+        return self._cos_sin(np.concatenate([freqs, freqs], axis=-1))
 
     def _rotate(self, x, cos, sin):
         half = self.head_dim // 2
-        return x * cos + np.concatenate([x[..., half:], x[..., :half]], axis=-1) * sin
+        swapped = x.reshape(x.shape[:-1] + (2, half))[..., ::-1, :].reshape(x.shape)
+        return x * cos + swapped * sin
 
     @staticmethod
     def _softmax(s: np.ndarray) -> np.ndarray:
-        e = np.exp(s - s.max(axis=-1, keepdims=True))
-        return e / e.sum(axis=-1, keepdims=True)
+        """Softmax over the last axis, shifted by the max over *all* rows (heads): the same
+        result (softmax ignores a constant shift), one scalar reduction instead of a keepdims
+        one. A row whose scores sit ~80 below another's would underflow to 0/0, so then the
+        per-row shift is taken after all."""
+        e = np.exp(s - s.max())
+        total = e.sum(axis=-1, keepdims=True)
+        if not total.all():
+            e = np.exp(s - s.max(axis=-1, keepdims=True))
+            total = e.sum(axis=-1, keepdims=True)
+        e /= total
+        return e
 
     def bind_image(self, image_tokens: np.ndarray | None):
-        """Image tokens (1, N, d) -> per cross-attention layer (K, V) (H, N, hd), or None."""
+        """Image tokens (1, N, d) -> per cross-attention layer (K, V^T-ready) (H, N, hd), or None."""
         if image_tokens is None:
             return None
         img = np.asarray(image_tokens, np.float32)[0]
@@ -200,47 +242,54 @@ class NumpyDecoder:
         for i, layer in enumerate(self.layers):
             if layer.xkv is not None:
                 kv = self._bitlinear_rows(img, layer.xkv).reshape(-1, 2, h, hd).transpose(1, 2, 0, 3)
-                out[i] = (np.ascontiguousarray(kv[0]), np.ascontiguousarray(kv[1]))
+                out[i] = (np.ascontiguousarray(kv[0].transpose(0, 2, 1)), np.ascontiguousarray(kv[1]))
         return out
 
-    # ------------------------------------------------------------------ the step
-    def step(self, x: np.ndarray, past_k: np.ndarray, past_v: np.ndarray, image_kv=None,
-             rotated: list[np.ndarray] | None = None):
-        """x (1, 1, d) embedded token; past_k/past_v (n_layers, 1, H, L, hd) pre-rotary ->
-        (state (1, d) final-normed, k_new, v_new (n_layers, 1, H, 1, hd), rotated).
+    # ------------------------------------------------------------------ the stream
+    def attach(self, cache: SinkKVCache) -> None:
+        """Rotate the keys a cache holds (a prefill's) into its "k_rot" companion, each at
+        its stream position; `step` then keeps it current one token at a time."""
+        if cache.seen == 0:
+            return
+        n = cache.live_slots()
+        pos = cache.live_positions()
+        cos, sin = self.rotation(pos)
+        k = cache.buffer("k")[..., :n, :]
+        cache.buffer("k_rot")[..., :n, :] = self._rotate(k, cos, sin)
 
-        The first three are decode.onnx's contract. `rotated` is, per layer, the cached keys
-        already rotated at their slots (H, L+1, hd, this token included); hand it back on the
-        next step when the cache only grew by this token, and the step rotates just the new
-        key instead of all L (the same products: a slot's rotation depends on its position
-        only). After an eviction the slots move: pass None and everything is rotated afresh."""
+    def step(self, x: np.ndarray, cache: SinkKVCache, image_kv=None) -> np.ndarray:
+        """x (d,) embedded token after the tokens in `cache` (attached) -> state (1, d),
+        final-normed. Writes the token's K/V (pre-rotary, as decode.onnx returns them) and
+        its rotated key into the cache: one slot, evicting the oldest window token when full."""
         h, hd, d = self.n_heads, self.head_dim, self.d
+        t = cache.seen                   # the token's stream position
+        past = len(cache)                # its cache slot in the torch model: the sinks' distance
+        slot = cache.advance(like=(len(self.layers), 1, h, hd))
+        n = cache.live_slots()
+        kb, vb, kr = cache.buffer("k"), cache.buffer("v"), cache.buffer("k_rot")
+        cos, sin = self.rotation(t)
+        n_sink = cache.sink_size if past != t else 0   # sinks need their own query rotation
+        if n_sink:
+            cos_s, sin_s = self.rotation(past)
         x = np.asarray(x, np.float32).reshape(d)
-        past = past_k.shape[-2]
-        cos, sin = self._rotary(past + 1)
-        reuse = rotated is not None and all(r.shape[1] == past for r in rotated)
-        k_out = np.empty((len(self.layers), 1, h, 1, hd), np.float32)
-        v_out = np.empty_like(k_out)
-        rot_out = []
         for i, layer in enumerate(self.layers):
             qkv = self._bitlinear(x, layer.qkv).reshape(3, h, 1, hd)
-            k_out[i, 0], v_out[i, 0] = qkv[1], qkv[2]
-            if reuse:   # the new token's q and k share the last slot: one rotation for both
-                qk = self._rotate(qkv[:2], cos[past], sin[past])
-                q, k = qk[0], np.concatenate([rotated[i], qk[1]], axis=1)
-            else:
-                q = self._rotate(qkv[0], cos[past], sin[past])
-                k = self._rotate(np.concatenate([past_k[i, 0], qkv[1]], axis=1), cos, sin)   # (H, L, hd)
-            rot_out.append(k)
-            v = np.concatenate([past_v[i, 0], qkv[2]], axis=1)
-            p = self._softmax((q @ k.transpose(0, 2, 1)) * self.scale)                 # (H, 1, L)
-            x = x + self._bitlinear((p @ v).reshape(d), layer.proj)
+            kb[i, 0, :, slot] = qkv[1, :, 0]
+            vb[i, 0, :, slot] = qkv[2, :, 0]
+            qk = self._rotate(qkv[:2], cos, sin)
+            kr[i, 0, :, slot] = qk[1, :, 0]
+            keys = kr[i, 0, :, :n]                                             # (H, n, hd)
+            s = qk[0] @ keys.transpose(0, 2, 1)                               # (H, 1, n)
+            if n_sink:
+                s[..., :n_sink] = self._rotate(qkv[0], cos_s, sin_s) @ keys[:, :n_sink].transpose(0, 2, 1)
+            p = self._softmax(s * self.scale)
+            x = x + self._bitlinear((p @ vb[i, 0, :, :n]).reshape(d), layer.proj)
             if layer.xq is not None and image_kv is not None:
-                ik, iv = image_kv[i]
+                ik_t, iv = image_kv[i]
                 q = self._bitlinear(x, layer.xq).reshape(h, 1, hd)
-                p = self._softmax((q @ ik.transpose(0, 2, 1)) * self.scale)
+                p = self._softmax((q @ ik_t) * self.scale)
                 x = x + layer.gate * self._bitlinear((p @ iv).reshape(d), layer.xo)
             up = self._bitlinear(x, layer.up)
             a, b = up[:up.shape[0] // 2], up[up.shape[0] // 2:]
-            x = x + self._bitlinear(a / (np.float32(1.0) + np.exp(-a)) * b, layer.down)
-        return self._rms(x, self.final_norm)[None], k_out, v_out, rot_out
+            x = x + self._bitlinear(a / (1.0 + np.exp(-a)) * b, layer.down)
+        return self._rms(x, self.final_norm)[None]

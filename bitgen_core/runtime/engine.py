@@ -21,8 +21,10 @@ Nothing here imports torch; a test checks `sys.modules` after load + select.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import mmap
 import os
 import sys
 import time
@@ -41,13 +43,16 @@ from bitgen_core.image_preprocess import preprocess
 from bitgen_core.kvcache_np import SinkKVCache
 from bitgen_core.limits import DEFAULT_LIMITS, Limits, validate_task
 from bitgen_core.memory_np import EpisodicMemoryNP
+from bitgen_core.runtime.constrained import SelectionClause, chosen_robots
 from bitgen_core.runtime.decode_np import BlasThreads, NumpyDecoder
 from bitgen_core.runtime.manifest import (MODEL_FORMAT, PACKED_PREFIX, CheckedFiles, check_files,
                                           decode_t2, read_manifest)
 from bitgen_core.runtime.memory import RuntimeMemory
+from bitgen_core.runtime.sessions import build_sessions as make_sessions, tune_malloc
 from bitgen_core.tokenizer import BitGenTokenizer
 
 MODEL_DIR_ENV = "BITGEN_MODEL_DIR"
+_RELEASE_EVERY = 512   # stream tokens between releases of the embedding's pages
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -109,52 +114,6 @@ def _npy(data: bytes, name: str) -> np.ndarray:
         return arr.reshape(shape)
     except (ValueError, TypeError) as e:
         raise ModelLoadError(f"model file {name} is not a valid .npy array ({e})") from None
-
-
-def _session_options(threads: int, exact: bool = True) -> ort.SessionOptions:
-    """`exact`: basic graph optimisations only. onnxruntime's extended fusions (RMSNorm into
-    SimplifiedLayerNormalization, MatMulIntegerToFloat) reorder float arithmetic, which flips
-    int8 activation codes at rounding boundaries; measured on a random nano model they moved
-    robot probabilities by 0.012, while basic level matches torch to 2e-7. The float vision
-    graph (convolutions) keeps every optimisation: it runs 2.5x faster with them."""
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = max(1, int(threads))
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if exact
-                                   else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-    so.log_severity_level = 3
-    # Prompts and the decode cache change shape on every call: per-shape memory patterns and an
-    # arena that keeps every peak would make RSS creep over a long-running process (measured:
-    # 163 -> 309 MB over 1,000 selections). Plain allocations keep it flat. The vision graph
-    # always sees (1, 3, S, S): one arena plan serves every frame, and without it each frame
-    # would fault its ~10 MB of activations in afresh (see _tune_malloc).
-    so.enable_mem_pattern = not exact
-    so.enable_cpu_mem_arena = not exact
-    # let the intra-op pool sleep between calls: a robot node shares its CPU with other software
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return so
-
-
-_M_MMAP_THRESHOLD = -3   # glibc mallopt parameter
-
-
-def _tune_malloc() -> None:
-    """Opt-in (BITGEN_MALLOC_TUNING=1): serve allocations above 128 kB with mmap, so freed ones
-    go back to the OS at once.
-
-    glibc otherwise raises its mmap threshold after the first large free and keeps later large
-    blocks in the heap, where onnxruntime's graph optimiser leaves freed but resident memory
-    behind. Measured here (tiny model, 200 selections): peak RSS 162 -> 156 MB, but vision
-    encode 20.5 -> 25 ms (page faults on every large buffer), so latency wins by default. A
-    process-wide setting; nothing happens off glibc."""
-    if os.environ.get("BITGEN_MALLOC_TUNING", "0") != "1" or not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
-    except (OSError, AttributeError):
-        pass   # not glibc (musl, ...): its allocator returns large blocks by itself
 
 
 def _mapped(rel: str) -> bool:
@@ -248,39 +207,8 @@ def load_model_files(model_dir: str | os.PathLike, threads: int = 1, build_sessi
     files = ModelFiles(d, checked, config, model_config, tokenizer, catalog, embed, lm_head, robot_emb,
                        memory, ternary, graph_files)
     if build_sessions:
-        files.sessions = _build_sessions(files, threads, skip_graphs)
+        files.sessions = make_sessions(files, threads, skip_graphs)
     return files
-
-
-def _build_sessions(files: ModelFiles, threads: int, skip: tuple[str, ...] = ()) -> dict[str, ort.InferenceSession]:
-    # one (in, out) int8 array per layer, shared by every graph that uses it
-    transposed: dict[str, np.ndarray] = {}
-    sessions = {}
-    # vision first: its graph optimiser's scratch memory, freed afterwards, is then reused by
-    # the smaller sessions instead of raising the process's peak RSS on top of them
-    names = sorted((n for n in files.config["graphs"] if n not in skip), key=lambda n: n != "vision")
-    for name in names:
-        g = files.config["graphs"][name]
-        so = _session_options(threads, exact=name != "vision")
-        names, values = [], []
-        for t in g["ternary"]:
-            arr = transposed.get(t["layer"])
-            if arr is None:
-                arr = transposed[t["layer"]] = np.ascontiguousarray(files.ternary[t["layer"]].T)
-            if list(arr.shape) != list(t["shape"]):
-                raise ModelLoadError(f"{g['file']}: packed layer {t['layer']} has shape {arr.shape}, "
-                                     f"the graph expects {t['shape']}")
-            names.append(t["initializer"])
-            values.append(ort.OrtValue.ortvalue_from_numpy(arr))
-        if names:
-            so.add_external_initializers(names, values)
-        try:
-            sessions[name] = ort.InferenceSession(str(files.graph_files[name]), so,
-                                                  providers=["CPUExecutionProvider"])
-        except Exception as e:   # onnxruntime raises its own exception types
-            raise ModelLoadError(f"model file {g['file']} cannot be loaded by onnxruntime: "
-                                 f"{e}".splitlines()[0][:300]) from None
-    return sessions
 
 
 class BitGenRuntime:
@@ -318,6 +246,7 @@ class BitGenRuntime:
         self.decode_backend = "numpy" if self._np_decoder is not None else "onnx"
         self._blas_threads = BlasThreads(files.sessions["head"].get_session_options().intra_op_num_threads
                                          if "head" in files.sessions else 1)
+        self._clause = SelectionClause(self.tokenizer, self.catalog)
         self.memory = RuntimeMemory(files.memory, self.encode_fact, memory_path, limits=limits,
                                     guard=edit_guard, audit=audit_log,
                                     similarity_threshold=memory_similarity, recover=recover_memory)
@@ -327,14 +256,14 @@ class BitGenRuntime:
              threads: int = 1, **kwargs) -> "BitGenRuntime":
         """Verify and load a model directory (None: the shipped default, see default_model_dir).
         Raises ModelLoadError (one line, naming the file) on anything missing or corrupt."""
-        _tune_malloc()
+        tune_malloc()
         d = Path(model_dir if model_dir is not None else default_model_dir())
         # decode.onnx gets no session when the numpy step will run (14 MB RSS saved); older
         # exports without its parameters keep it
         skip = () if kwargs.get("decode_backend", "auto") == "onnx" else ("decode",)
         files = load_model_files(d, threads, skip_graphs=skip)
         if "decode_numpy" not in files.config and skip:
-            files.sessions.update(_build_sessions(files, threads, tuple(n for n in files.config["graphs"]
+            files.sessions.update(make_sessions(files, threads, tuple(n for n in files.config["graphs"]
                                                                         if n != "decode")))
         return cls(files, memory_path, **kwargs)
 
@@ -401,47 +330,72 @@ class BitGenRuntime:
         cand = self._s["head"].run(None, {"state": state})[0][0]
         return int(cand[np.argmax(self._lm_head[cand] @ state[0])])
 
-    def _decode(self, state, cache: SinkKVCache, img: dict, max_tokens: int, ignore_eos: bool = False
-                ) -> Iterator[int]:
-        """Greedy trace tokens after a prefill; each decode step appends to the sink cache."""
+    def _stepper(self, cache: SinkKVCache, img: dict) -> Callable[[int], np.ndarray]:
+        """The decode-step backend for one stream: token id -> next state, the token appended
+        to `cache`. numpy (decode_np: image K/V once per stream, each key rotated once) or
+        decode.onnx (the reference, and older exports)."""
         if self._np_decoder is not None:
-            yield from self._decode_numpy(state, cache, img, max_tokens, ignore_eos)
-            return
-        dec = self._s["decode"]
-        for i in range(max_tokens):
-            pick = self._next_token(state)
-            yield pick
-            if (pick == self._eos and not ignore_eos) or i == max_tokens - 1:
-                return
-            past_k, past_v = cache.past(self._kv_empty)
-            state, k_new, v_new = dec.run(None, {"x": self._embed[np.array([[pick]])],
-                                                 "past_k": past_k, "past_v": past_v, **img})
-            cache.append(k_new, v_new)
+            dec = self._np_decoder
+            mask = img.get("image_mask")
+            image_kv = dec.bind_image(img["image_tokens"]) if mask is not None and mask.any() else None
+            dec.attach(cache)
+            return lambda tok: dec.step(self._embed[tok], cache, image_kv)
+        graph = self._s["decode"]
 
-    def _decode_numpy(self, state, cache: SinkKVCache, img: dict, max_tokens: int, ignore_eos: bool
-                      ) -> Iterator[int]:
-        """`_decode` with the numpy step: image K/V once per stream, keys rotated once per slot."""
-        dec = self._np_decoder
-        mask = img.get("image_mask")
-        image_kv = dec.bind_image(img["image_tokens"]) if mask is not None and mask.any() else None
-        rotated = None
+        def onnx_step(tok: int) -> np.ndarray:
+            past_k, past_v = cache.past(self._kv_empty)
+            state, k_new, v_new = graph.run(None, {"x": self._embed[np.array([[tok]])],
+                                                   "past_k": past_k, "past_v": past_v, **img})
+            cache.append(k_new, v_new)
+            return state
+        return onnx_step
+
+    def _decode(self, state, step: Callable[[int], np.ndarray], max_tokens: int, ignore_eos: bool = False,
+                chosen: list[str] | None = None) -> Iterator[int]:
+        """Greedy trace tokens after a prefill, one `step` per token.
+
+        With `chosen` (the selector's robots), the clause after the decoder's `selected:`
+        marker is forced to their names, then [EOS] (constrained.py). Forced tokens need no
+        output head, and since nothing follows them, no decode step either."""
+        forced: list[int] = []
+        trace: list[int] = []
         for i in range(max_tokens):
-            pick = self._next_token(state)
+            pick = forced.pop(0) if forced else self._next_token(state)
             yield pick
             if (pick == self._eos and not ignore_eos) or i == max_tokens - 1:
                 return
-            past_k, past_v = cache.past(self._kv_empty)
-            state, k_new, v_new, rotated = dec.step(self._embed[pick], past_k, past_v, image_kv, rotated)
-            before = len(cache)
-            cache.append(k_new, v_new)
-            if len(cache) != before + 1:   # eviction moved the slots: rotate afresh next step
-                rotated = None
+            trace.append(pick)
+            if chosen is not None and not forced and self._clause.marker_ends_at(trace):
+                forced = self._clause.forced_ids(chosen)
+                chosen = None
+            if forced and not ignore_eos:
+                continue
+            state = step(pick)
 
     # ------------------------------------------------------------------ public API
     def select(self, task: str, image: np.ndarray | None = None, top_k: int = 3,
                max_trace_tokens: int = 32, on_token: Callable[[str], None] | None = None) -> Selection:
-        with self._blas_threads():
-            return self._select(task, image, top_k, max_trace_tokens, on_token)
+        try:
+            with self._blas_threads():
+                return self._select(task, image, top_k, max_trace_tokens, on_token)
+        finally:
+            self._release_table_pages()
+
+    def _release_table_pages(self) -> None:
+        """Drop the memory-mapped embedding's pages from this process's RSS after a selection.
+
+        The output head re-scores 16 shortlisted rows per trace token, scattered over the
+        30k-row table, so over a long-running process every page gets touched and the whole
+        15.6 MB file becomes resident (measured: +15 MB RSS over 50 selections). The mapping is
+        read-only and file-backed: MADV_DONTNEED just unmaps the pages, the next touch faults
+        them back from the page cache (a few hundred minor faults, ~0.3 ms, per selection)."""
+        for arr in (self._embed, self._lm_head):
+            mm = getattr(arr, "_mmap", None)
+            if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
+                try:
+                    mm.madvise(mmap.MADV_DONTNEED)
+                except (OSError, ValueError):
+                    pass
 
     def _select(self, task, image, top_k, max_trace_tokens, on_token) -> Selection:
         t0 = time.perf_counter()
@@ -455,7 +409,10 @@ class BitGenRuntime:
         t = time.perf_counter()
         stream = self.tokenizer.decode_stream()
         pieces = []
-        for tok in self._decode(state, cache, img, max(0, int(max_trace_tokens))):
+        robots = [self.catalog.keys[i] for i in order]
+        chosen = chosen_robots(robots, [float(probs[i]) for i in order])
+        for tok in self._decode(state, self._stepper(cache, img), max(0, int(max_trace_tokens)),
+                                chosen=chosen):
             piece = stream.step(tok)
             if piece:
                 pieces.append(piece)
@@ -463,7 +420,7 @@ class BitGenRuntime:
                     on_token(piece)
         lat["trace"] = (time.perf_counter() - t) * 1e3
         lat["total"] = (time.perf_counter() - t0) * 1e3
-        return Selection(robots=[self.catalog.keys[i] for i in order],
+        return Selection(robots=robots,
                          confidences=[float(probs[i]) for i in order],
                          top_k=max(0, min(int(top_k), len(order))), reasoning="".join(pieces),
                          latency_ms=lat, memory_keys_used=keys, model_id=self.model_id)
@@ -476,14 +433,19 @@ class BitGenRuntime:
         constant because the cache keeps n_sink + window tokens. Pass your own (empty) `cache`
         to watch it or to size it differently (a huge window is the full-cache baseline the
         benchmark compares against)."""
-        with self._blas_threads():   # held while the stream is open (see BlasThreads)
+        with contextlib.ExitStack() as stack:
+            stack.callback(self._release_table_pages)
+            stack.enter_context(self._blas_threads())   # held while the stream is open (see BlasThreads)
             lat: dict[str, float] = {}
             state, own, img, _ = self._start(task, image, lat)
             if cache is not None:
                 cache.append(own.k, own.v)
                 own = cache
             n = max_new_tokens if max_new_tokens is not None else sys.maxsize
-            yield from self._decode(state, own, img, n, ignore_eos)
+            for i, tok in enumerate(self._decode(state, self._stepper(own, img), n, ignore_eos), 1):
+                yield tok
+                if i % _RELEASE_EVERY == 0:   # an unbounded stream keeps its RSS flat too
+                    self._release_table_pages()
 
     def robot_probabilities(self, task: str, image: np.ndarray | None = None) -> dict[str, float]:
         """Probability per catalog robot (catalog order), without a trace."""

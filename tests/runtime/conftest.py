@@ -40,6 +40,21 @@ def _export(root: Path) -> ExportedModel:
     return ExportedModel(root / "model", ckpt)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def graph_cache(tmp_path_factory):
+    """The runtime's per-machine cache of optimised graphs (runtime/sessions.py) goes to a
+    session temp dir, not the user's ~/.cache; child processes (the CLI) inherit it."""
+    import os
+    root = tmp_path_factory.mktemp("bitgen_cache")
+    old = os.environ.get("BITGEN_CACHE")
+    os.environ["BITGEN_CACHE"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("BITGEN_CACHE", None)
+    else:
+        os.environ["BITGEN_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory) -> ExportedModel:
     return _export(tmp_path_factory.mktemp("bitgen_export"))

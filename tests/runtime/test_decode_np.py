@@ -1,11 +1,13 @@
 """The numpy decode step (runtime/decode_np.py) computes what decode.onnx computes: same state and
-new K/V for any cache length, with and without an image; rotating only the new key equals
-rotating the whole cache; and the runtime's traces are those of the onnxruntime decode."""
+new K/V for any cache length, with and without an image; rotating each key once at its stream
+position equals the graph's rotation by cache slot, evictions included; and the runtime's
+traces are those of the onnxruntime decode."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from bitgen_core.kvcache_np import SinkKVCache
 from bitgen_core.runtime import BitGenRuntime
 from bitgen_core.runtime.decode_np import NumpyDecoder
 from bitgen_core.runtime.engine import load_model_files
@@ -40,6 +42,18 @@ def test_export_carries_the_numpy_decode_parameters(files):
     assert np.array_equal(w, files.ternary["blocks.0.attn.qkv"].T.astype(np.float32))
 
 
+def _onnx_step(files, x, cache, feeds):
+    cfg = files.model_config
+    past_k, past_v = cache.past((cfg.n_layers, 1, cfg.n_heads, 0, cfg.head_dim))
+    return files.sessions["decode"].run(None, {"x": x, "past_k": past_k, "past_v": past_v, **feeds})
+
+
+def _feeds(image_tokens, with_image):
+    n_img = image_tokens.shape[1]
+    return ({"image_tokens": image_tokens, "image_mask": np.ones((1, n_img), bool)} if with_image else
+            {"image_tokens": np.zeros_like(image_tokens), "image_mask": np.zeros((1, n_img), bool)})
+
+
 @pytest.mark.parametrize("length", [0, 1, 9, 40])
 @pytest.mark.parametrize("with_image", [False, True])
 def test_step_matches_the_onnx_decode_graph(files, image_tokens, length, with_image):
@@ -47,46 +61,61 @@ def test_step_matches_the_onnx_decode_graph(files, image_tokens, length, with_im
     dec = NumpyDecoder.from_model_files(files)
     rng = np.random.default_rng(length + 100 * with_image)
     shape = (cfg.n_layers, 1, cfg.n_heads, length, cfg.head_dim)
-    past_k = rng.standard_normal(shape).astype(np.float32)
-    past_v = rng.standard_normal(shape).astype(np.float32)
+    past = (rng.standard_normal(shape).astype(np.float32), rng.standard_normal(shape).astype(np.float32))
+
+    def cache_with_past():
+        c = SinkKVCache(cfg.n_sink, cfg.window)
+        c.append(*past)
+        dec.attach(c)
+        return c
+    cache = cache_with_past()
     x = files.embed[np.array([[int(rng.integers(0, cfg.vocab_size))]])]
-    n_img = cfg.n_image_tokens
-    feeds = ({"image_tokens": image_tokens, "image_mask": np.ones((1, n_img), bool)} if with_image else
-             {"image_tokens": np.zeros_like(image_tokens), "image_mask": np.zeros((1, n_img), bool)})
-    ref = files.sessions["decode"].run(None, {"x": x, "past_k": past_k, "past_v": past_v, **feeds})
-    got = dec.step(x, past_k, past_v, dec.bind_image(image_tokens if with_image else None))
-    for name, a, b in zip(("state", "k_new", "v_new"), ref, got[:3]):
+    ref = _onnx_step(files, x, cache, _feeds(image_tokens, with_image))
+    state = dec.step(x[0, 0], cache, dec.bind_image(image_tokens if with_image else None))
+    assert len(cache) == length + 1
+    got = (state, cache.k[..., -1:, :], cache.v[..., -1:, :])
+    for name, a, b in zip(("state", "k_new", "v_new"), ref, got):
         assert a.shape == b.shape and b.dtype == np.float32, name
         # float32 rounding only: the int8 codes, hence the integer matmuls, are the same
         np.testing.assert_allclose(b, a, atol=2e-5, rtol=1e-5, err_msg=name)
     if with_image:   # the image really enters the step
-        plain = dec.step(x, past_k, past_v, None)[0]
-        assert np.abs(plain - got[0]).max() > 1e-4
+        plain = dec.step(x[0, 0], cache_with_past(), None)
+        assert np.abs(plain - state).max() > 1e-4
 
 
-def test_reusing_rotated_keys_equals_rotating_the_whole_cache(files, image_tokens):
+def test_stream_position_rotation_equals_the_graphs_slot_rotation_after_evictions(files, image_tokens):
+    """Keys rotated once at their stream position, the query at its stream position and
+    (for the sinks) its cache slot: the same state as decode.onnx, which rotates every cached
+    key by its slot afresh, at every step of a stream that evicts (2 sinks, window 5)."""
     cfg = files.model_config
     dec = NumpyDecoder.from_model_files(files)
     rng = np.random.default_rng(5)
-    shape = (cfg.n_layers, 1, cfg.n_heads, 6, cfg.head_dim)
-    k = rng.standard_normal(shape).astype(np.float32)
-    v = rng.standard_normal(shape).astype(np.float32)
-    img = dec.bind_image(image_tokens)
-    rotated = None
-    for t in range(5):
+    cache = SinkKVCache(2, 5)
+    shape = (cfg.n_layers, 1, cfg.n_heads, 4, cfg.head_dim)
+    cache.append(rng.standard_normal(shape).astype(np.float32), rng.standard_normal(shape).astype(np.float32))
+    dec.attach(cache)
+    img, feeds = dec.bind_image(image_tokens), _feeds(image_tokens, True)
+    for t in range(14):
         x = files.embed[np.array([[int(rng.integers(0, cfg.vocab_size))]])]
-        fresh = dec.step(x, k, v, img, None)
-        reused = dec.step(x, k, v, img, rotated)
-        for a, b in zip(fresh, reused):
-            if isinstance(a, list):
-                for ra, rb in zip(a, b):
-                    np.testing.assert_array_equal(ra, rb)
-            else:
-                np.testing.assert_array_equal(a, b)
-        rotated = reused[3]
-        k = np.concatenate([k, reused[1]], axis=-2)
-        v = np.concatenate([v, reused[2]], axis=-2)
-        assert all(r.shape[1] == k.shape[-2] for r in rotated)
+        ref_state = _onnx_step(files, x, cache, feeds)[0]
+        state = dec.step(x[0, 0], cache, img)
+        np.testing.assert_allclose(state, ref_state, atol=5e-5, rtol=1e-4, err_msg=f"step {t}")
+    assert cache.seen == 18 and len(cache) == 7 and cache.live_slots() == 8
+
+
+def test_rotation_far_into_a_stream_is_exact(files):
+    """Positions beyond the table use float64 angles: the rotation at 10**9 still preserves
+    norms and relative scores (q at m, k at n depends on m - n only)."""
+    dec = NumpyDecoder.from_model_files(files)
+    rng = np.random.default_rng(2)
+    q, k = rng.standard_normal((2, dec.head_dim)).astype(np.float32)
+
+    def score(m, n):
+        return float(dec._rotate(q, *dec.rotation(m)) @ dec._rotate(k, *dec.rotation(n)))
+    assert abs(score(10**9 + 7, 10**9 + 3) - score(7, 3)) < 1e-4
+    assert abs(score(50_000, 49_990) - score(10, 0)) < 1e-4
+    cos, sin = dec.rotation(np.array([3, 10**6]))
+    assert cos.shape == (2, dec.head_dim) and cos.dtype == np.float32
 
 
 def test_runtime_traces_equal_the_onnx_decode(exported):

@@ -98,3 +98,25 @@ def test_threads_option_reaches_onnxruntime(exported):
 def test_default_model_dir_comes_from_the_environment(exported, monkeypatch):
     monkeypatch.setenv("BITGEN_MODEL_DIR", str(exported.directory))
     assert BitGenRuntime.load().model_id == "test-nano"
+
+
+def _mapped_rss_kb(path) -> int:
+    """Resident kB of this process's mappings of `path` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        if "-" in line.split(" ", 1)[0]:
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_embedding_pages_are_released_after_each_selection(exported):
+    rt = BitGenRuntime.load(exported.directory)
+    path = (exported.directory / "weights" / "embed.npy").resolve()
+    touched = np.asarray(rt._embed[::64]).sum()   # fault in one row in 64 across the table
+    assert np.isfinite(touched) and _mapped_rss_kb(path) > 64
+    rt.select("inspect the roof", max_trace_tokens=8)
+    assert _mapped_rss_kb(path) <= 16
+    assert rt.select("inspect the roof", max_trace_tokens=8).reasoning   # pages fault back in
