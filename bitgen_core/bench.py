@@ -189,8 +189,8 @@ def decode_split(rt, tokens: int) -> dict:
     re-score) vs the decode step (numpy, or decode.onnx), medians over one stream."""
     head, step = [], []
     with rt._blas_threads():
-        state, cache, img, _ = rt._start(TASKS[2], None, {})
-        advance = rt._stepper(cache, img)
+        prompt = rt._start(TASKS[2], None, {})
+        state, advance = prompt.state, rt._stepper(prompt)
         for _ in range(tokens):
             t0 = time.perf_counter()
             pick = rt._next_token(state)

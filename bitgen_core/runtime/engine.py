@@ -83,6 +83,17 @@ class Selection:
 
 
 @dataclass
+class _Prompt:
+    """A prefilled task: state at [SEP] (1, d), its sink cache, the image as the ONNX graphs
+    take it (feeds) and as the numpy decoder binds it (image_kv), the memory facts used."""
+    state: np.ndarray
+    cache: SinkKVCache
+    feeds: dict
+    image_kv: dict | None
+    keys: list[str]
+
+
+@dataclass
 class ModelFiles:
     """A verified model directory, parsed: what the runtime (and `bitgen verify`) needs."""
     directory: Path
@@ -225,7 +236,10 @@ class BitGenRuntime:
         self.tokenizer = files.tokenizer
         self.limits = limits
         self._s = files.sessions
-        self._embed, self._lm_head = files.embed, files.lm_head
+        # plain read-only ndarray views of the (memory-mapped) tables: np.memmap's indexing
+        # costs 2-8 us more per call, paid by every trace token
+        self._embed, self._lm_head = np.asarray(files.embed), np.asarray(files.lm_head)
+        self._mapped = [a for a in (files.embed, files.lm_head) if isinstance(a, np.memmap)]
         tokens = files.config["tokens"]
         self._pad, self._sep, self._eos, self._sink = (tokens[k] for k in ("pad", "sep", "eos", "sink"))
         self._vision = files.config.get("vision")
@@ -276,7 +290,13 @@ class BitGenRuntime:
 
     def encode_fact(self, text: str) -> np.ndarray:
         """Memory encoding z (C,) of a fact or a query, as the trained model computes it."""
-        return self._encode_texts([text], self.config.max_task_tokens)[1][0]
+        ids = self.tokenizer.encode(text, self.config.max_task_tokens)
+        return self._encode_ids(ids)
+
+    def _encode_ids(self, ids: list[int]) -> np.ndarray:
+        return self._s["text_encoder"].run(None, {
+            "x": self._embed[np.array([[self._sink] + ids])],
+            "mask": np.array([[0.0] + [1.0] * len(ids)], np.float32)})[1][0]
 
     def encode_image(self, image: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 RGB -> image tokens (1, n_image_tokens, d)."""
@@ -300,8 +320,8 @@ class BitGenRuntime:
             return {"image_tokens": self._no_image[0], "image_mask": self._no_image[1]}
         return {"image_tokens": image_tokens, "image_mask": np.ones(image_tokens.shape[:2], bool)}
 
-    def _start(self, task: str, image, lat: dict):
-        """vision + memory + prefill -> (state (1, d), cache, image feeds, memory keys used)."""
+    def _start(self, task: str, image, lat: dict) -> "_Prompt":
+        """vision + memory + prefill -> the state at [SEP], its cache, the image for the decode."""
         cfg = self.config
         task = validate_task(task, self.limits)
         t = time.perf_counter()
@@ -310,34 +330,34 @@ class BitGenRuntime:
         t = time.perf_counter()
         self.memory.sync()
         ids = self.tokenizer.encode(task, cfg.max_task_tokens)
-        z = self._s["text_encoder"].run(None, {
-            "x": self._embed[np.array([[self._sink] + ids])],
-            "mask": np.array([[0.0] + [1.0] * len(ids)], np.float32)})[1]
-        z_read, keys = self.memory.read(z[0])
+        z_read, keys = self.memory.read(self._encode_ids(ids))
         lat["memory"] = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
         prompt = [self._sink] + [self._pad] * cfg.n_memory_tokens + ids + [self._sep]
         img = self._image_feeds(image_tokens)
+        image_kv = None
+        if self._np_decoder is not None and image_tokens is not None:
+            image_kv = self._np_decoder.bind_image(image_tokens)   # once: prefill and every step
         state, k, v = self._s["prefill"].run(None, {"x": self._embed[np.array([prompt])],
-                                                    "z_read": z_read[None], **img})
+                                                    "z_read": z_read[None].astype(np.float32), **img})
         cache = SinkKVCache(cfg.n_sink, cfg.window)
         cache.append(k, v)
         lat["prefill"] = (time.perf_counter() - t) * 1e3
-        return state, cache, img, keys
+        return _Prompt(state, cache, img, image_kv, keys)
 
     def _next_token(self, state: np.ndarray) -> int:
         """Greedy pick: int8 head shortlist (head.onnx), exact float32 re-score of the shortlist."""
         cand = self._s["head"].run(None, {"state": state})[0][0]
         return int(cand[np.argmax(self._lm_head[cand] @ state[0])])
 
-    def _stepper(self, cache: SinkKVCache, img: dict) -> Callable[[int], np.ndarray]:
+    def _stepper(self, prompt: "_Prompt", cache: SinkKVCache | None = None) -> Callable[[int], np.ndarray]:
         """The decode-step backend for one stream: token id -> next state, the token appended
-        to `cache`. numpy (decode_np: image K/V once per stream, each key rotated once) or
-        decode.onnx (the reference, and older exports)."""
+        to the cache (the prompt's, or `cache` holding it). numpy (decode_np: image K/V bound
+        once, each key rotated once) or decode.onnx (the reference, and older exports)."""
+        cache = prompt.cache if cache is None else cache
+        img = prompt.feeds
         if self._np_decoder is not None:
-            dec = self._np_decoder
-            mask = img.get("image_mask")
-            image_kv = dec.bind_image(img["image_tokens"]) if mask is not None and mask.any() else None
+            dec, image_kv = self._np_decoder, prompt.image_kv
             dec.attach(cache)
             return lambda tok: dec.step(self._embed[tok], cache, image_kv)
         graph = self._s["decode"]
@@ -389,7 +409,7 @@ class BitGenRuntime:
         15.6 MB file becomes resident (measured: +15 MB RSS over 50 selections). The mapping is
         read-only and file-backed: MADV_DONTNEED just unmaps the pages, the next touch faults
         them back from the page cache (a few hundred minor faults, ~0.3 ms, per selection)."""
-        for arr in (self._embed, self._lm_head):
+        for arr in self._mapped:
             mm = getattr(arr, "_mmap", None)
             if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
                 try:
@@ -400,7 +420,8 @@ class BitGenRuntime:
     def _select(self, task, image, top_k, max_trace_tokens, on_token) -> Selection:
         t0 = time.perf_counter()
         lat: dict[str, float] = {}
-        state, cache, img, keys = self._start(task, image, lat)
+        prompt = self._start(task, image, lat)
+        state, keys = prompt.state, prompt.keys
         t = time.perf_counter()
         probs = self._s["selector"].run(["probabilities"], {"state": state,
                                                             "robot_emb": self.robot_embeddings})[0][0]
@@ -411,7 +432,7 @@ class BitGenRuntime:
         pieces = []
         robots = [self.catalog.keys[i] for i in order]
         chosen = chosen_robots(robots, [float(probs[i]) for i in order])
-        for tok in self._decode(state, self._stepper(cache, img), max(0, int(max_trace_tokens)),
+        for tok in self._decode(state, self._stepper(prompt), max(0, int(max_trace_tokens)),
                                 chosen=chosen):
             piece = stream.step(tok)
             if piece:
@@ -437,12 +458,11 @@ class BitGenRuntime:
             stack.callback(self._release_table_pages)
             stack.enter_context(self._blas_threads())   # held while the stream is open (see BlasThreads)
             lat: dict[str, float] = {}
-            state, own, img, _ = self._start(task, image, lat)
+            prompt = self._start(task, image, lat)
             if cache is not None:
-                cache.append(own.k, own.v)
-                own = cache
+                cache.append(prompt.cache.k, prompt.cache.v)
             n = max_new_tokens if max_new_tokens is not None else sys.maxsize
-            for i, tok in enumerate(self._decode(state, self._stepper(own, img), n, ignore_eos), 1):
+            for i, tok in enumerate(self._decode(prompt.state, self._stepper(prompt, cache), n, ignore_eos), 1):
                 yield tok
                 if i % _RELEASE_EVERY == 0:   # an unbounded stream keeps its RSS flat too
                     self._release_table_pages()

@@ -48,7 +48,7 @@ def test_runtime_forces_the_selection_after_the_marker(exported, script, monkeyp
     monkeypatch.setattr(rt, "_next_token", lambda state: next(picks))
     steps = []
     make = rt._stepper
-    monkeypatch.setattr(rt, "_stepper", lambda cache, img: (lambda f: lambda tok: steps.append(tok) or f(tok))(make(cache, img)))
+    monkeypatch.setattr(rt, "_stepper", lambda prompt, cache=None: (lambda f: lambda tok: steps.append(tok) or f(tok))(make(prompt, cache)))
     sel = rt.select(TASK, max_trace_tokens=40)
     chosen = chosen_robots(sel.robots, sel.confidences)
     names = ", ".join(rt.catalog.get(k).name for k in chosen).lower()

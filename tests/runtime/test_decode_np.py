@@ -147,7 +147,7 @@ def test_unknown_decode_backend_is_refused(exported):
 def test_numpy_runtime_builds_no_decode_session_and_maps_the_embedding(exported):
     rt = BitGenRuntime.load(exported.directory)
     assert rt.decode_backend == "numpy" and "decode" not in rt._s
-    assert isinstance(rt._embed, np.memmap) and not rt._embed.flags.writeable
+    assert isinstance(rt._embed.base, np.memmap) and not rt._embed.flags.writeable
     ref = BitGenRuntime.load(exported.directory, decode_backend="onnx")
     assert "decode" in ref._s
     np.testing.assert_array_equal(np.asarray(rt._embed[:50]), np.load(exported.directory / "weights" / "embed.npy")[:50])
