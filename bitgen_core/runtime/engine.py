@@ -6,50 +6,48 @@
 
 One selection, in the order the latency dict reports it:
   vision   image -> preprocess (image_preprocess, same as training) -> vision.onnx -> image tokens
+           (the graph optimised once per machine and cached, see sessions.py)
   memory   task -> text_encoder.onnx -> z -> Larimar read (numpy, float64) -> z_read, facts used
-  prefill  [SINK][memory tokens][task][SEP] -> prefill.onnx -> state at [SEP] + K/V per layer
+  prefill  [SINK][memory tokens][task][SEP] -> prefill.onnx -> state at [SEP] + K/V per layer;
+           the image's cross-attention K/V bound once for the decode steps
   select   state x robot embeddings -> selector.onnx (Tiny-R1 + sigmoid per robot) -> ranking
-  trace    greedy decode: output head (int8 shortlist head.onnx + exact float32 re-score), one
-           decode step per token against a numpy SinkKVCache, pieces streamed through `on_token`.
-           The step is decode_np.NumpyDecoder (same integer math, ~2x faster than decode.onnx
-           whose per-node dispatch dominates at this size; image K/V once per selection);
-           decode.onnx remains the reference and the fallback for older exports.
+  trace    greedy decode, one loop (`_decode`) around a step callable (`_stepper`): output head
+           (int8 shortlist head.onnx + exact float32 re-score), then a decode step that appends
+           to a numpy SinkKVCache, pieces streamed through `on_token`. The step is
+           decode_np.NumpyDecoder (same integer math, ~2.5x faster than decode.onnx whose per-node
+           dispatch dominates at this size); decode.onnx remains the reference and the fallback
+           for older exports. Once the decoder writes "selected:", the clause is forced to the
+           selector's chosen robots and [EOS] (constrained.py), with no head or step for them.
 
 The KV cache keeps n_sink attention sinks plus a rolling window (StreamingLLM), keys stored
-before rotary, so `trace_stream` can run for any number of tokens at constant cost and memory.
+before rotary and rotated once at their stream position, so `trace_stream` can run for any
+number of tokens at constant cost and memory.
+
 Nothing here imports torch; a test checks `sys.modules` after load + select.
 """
 from __future__ import annotations
 
 import contextlib
-import io
-import json
 import mmap
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-import onnxruntime as ort
-import yaml
 
 from bitgen_core.catalog import RobotCatalog
-from bitgen_core.config import BitGenConfig
-from bitgen_core.errors import BitGenError, InputError, ModelLoadError
+from bitgen_core.errors import InputError, ModelLoadError
 from bitgen_core.image_preprocess import preprocess
 from bitgen_core.kvcache_np import SinkKVCache
 from bitgen_core.limits import DEFAULT_LIMITS, Limits, validate_task
-from bitgen_core.memory_np import EpisodicMemoryNP
 from bitgen_core.runtime.constrained import SelectionClause, chosen_robots
 from bitgen_core.runtime.decode_np import BlasThreads, NumpyDecoder
-from bitgen_core.runtime.manifest import (MODEL_FORMAT, PACKED_PREFIX, CheckedFiles, check_files,
-                                          decode_t2, read_manifest)
 from bitgen_core.runtime.memory import RuntimeMemory
+from bitgen_core.runtime.model_files import ModelFiles, load_model_files  # noqa: F401  (re-exported)
 from bitgen_core.runtime.sessions import build_sessions as make_sessions, tune_malloc
-from bitgen_core.tokenizer import BitGenTokenizer
 
 MODEL_DIR_ENV = "BITGEN_MODEL_DIR"
 _RELEASE_EVERY = 512   # stream tokens between releases of the embedding's pages
@@ -91,135 +89,6 @@ class _Prompt:
     feeds: dict
     image_kv: dict | None
     keys: list[str]
-
-
-@dataclass
-class ModelFiles:
-    """A verified model directory, parsed: what the runtime (and `bitgen verify`) needs."""
-    directory: Path
-    checked: CheckedFiles
-    config: dict
-    model_config: BitGenConfig
-    tokenizer: BitGenTokenizer
-    catalog: RobotCatalog
-    embed: np.ndarray
-    lm_head: np.ndarray
-    robot_emb: np.ndarray
-    memory: EpisodicMemoryNP
-    ternary: dict[str, np.ndarray]
-    graph_files: dict[str, Path]
-    sessions: dict[str, ort.InferenceSession] = field(default_factory=dict)
-
-
-def _npy(data: bytes, name: str) -> np.ndarray:
-    """Parse .npy bytes without copying the payload (a read-only view of the checked bytes)."""
-    try:
-        f = io.BytesIO(data)
-        version = np.lib.format.read_magic(f)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
-        shape, fortran, dtype = read_header(f)
-        if dtype.hasobject or fortran:
-            raise ValueError("unsupported array layout")
-        arr = np.frombuffer(data, dtype=dtype, count=int(np.prod(shape, dtype=np.int64)), offset=f.tell())
-        return arr.reshape(shape)
-    except (ValueError, TypeError) as e:
-        raise ModelLoadError(f"model file {name} is not a valid .npy array ({e})") from None
-
-
-def _mapped(rel: str) -> bool:
-    """Large float tables read through a read-only memory map once their sha256 has passed:
-    a trace gathers a few rows of the 30k x d embedding per token, so mapping it keeps the
-    untouched rows out of the process's RSS (15.6 MB at d=128) instead of copying the file in."""
-    return rel.startswith("weights/") and rel.endswith(".npy")
-
-
-def _load_mapped(d: Path, rel: str) -> np.ndarray:
-    try:
-        arr = np.load(d / rel, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise ModelLoadError(f"model file {rel} is not a valid .npy array ({e})") from None
-    if not isinstance(arr, np.ndarray) or arr.dtype.hasobject:
-        raise ModelLoadError(f"model file {rel} is not a valid .npy array")
-    return arr
-
-
-def load_model_files(model_dir: str | os.PathLike, threads: int = 1, build_sessions: bool = True,
-                     skip_graphs: tuple[str, ...] = ()) -> ModelFiles:
-    """Verify the manifest (sizes + sha256 of every file), then parse everything; any problem
-    raises ModelLoadError naming the file, before a single graph has run. `skip_graphs` are
-    checked but get no onnxruntime session (the runtime skips decode.onnx when it decodes
-    in numpy)."""
-    d = Path(model_dir)
-    manifest = read_manifest(d)
-    checked = check_files(d, manifest, keep=lambda rel: not rel.endswith(".onnx") and not _mapped(rel))
-    c = checked.contents
-
-    def text(rel):
-        try:
-            return c[rel].decode("utf-8")
-        except UnicodeDecodeError:
-            raise ModelLoadError(f"model file {rel} is not UTF-8 text") from None
-
-    try:
-        config = json.loads(text("config.json"))
-        if config.get("format") != MODEL_FORMAT or config.get("model_id") != manifest["model_id"]:
-            raise ValueError("format or model_id does not match the manifest")
-        model_config = BitGenConfig.from_dict(config["model"])
-    except (ValueError, KeyError, TypeError, BitGenError) as e:
-        raise ModelLoadError(f"model file config.json is invalid ({e}); re-export the model") from None
-    try:
-        from tokenizers import Tokenizer
-        tokenizer = BitGenTokenizer(Tokenizer.from_str(text("tokenizer.json")))
-    except ModelLoadError:
-        raise
-    except Exception as e:   # tokenizers raises bare Exception on malformed JSON
-        raise ModelLoadError(f"model file tokenizer.json is unreadable: {e}".splitlines()[0]) from None
-    try:
-        catalog = RobotCatalog.from_dict(yaml.safe_load(text("catalog.yaml")))
-    except (yaml.YAMLError, BitGenError) as e:
-        raise ModelLoadError(f"model file catalog.yaml is invalid: {e}".splitlines()[0]) from None
-    if tokenizer.vocab_size != model_config.vocab_size:
-        raise ModelLoadError(f"tokenizer.json has {tokenizer.vocab_size} tokens, config.json says "
-                             f"{model_config.vocab_size}")
-    def table(rel):
-        return _load_mapped(d, rel) if _mapped(rel) else _npy(c[rel], rel)
-    embed = table(config["embedding"])
-    lm_head = embed if config["lm_head"] == config["embedding"] else table(config["lm_head"])
-    for name, arr in ((config["embedding"], embed), (config["lm_head"], lm_head)):
-        if arr.shape != (model_config.vocab_size, model_config.d_model) or arr.dtype != np.float32:
-            raise ModelLoadError(f"model file {name} has shape {arr.shape} {arr.dtype}, expected "
-                                 f"({model_config.vocab_size}, {model_config.d_model}) float32")
-    rcfg = config["robot_embeddings"]
-    robot_emb = _npy(c[rcfg["file"]], rcfg["file"])
-    try:
-        memory = EpisodicMemoryNP.load(io.BytesIO(c[config["memory"]]))
-    except (ValueError, KeyError, OSError) as e:
-        raise ModelLoadError(f"model file {config['memory']} is invalid ({e}); re-export the model") from None
-    if memory.dim != model_config.memory_dim:
-        raise ModelLoadError(f"memory.npz has dim {memory.dim}, config.json says {model_config.memory_dim}")
-    ternary = {}
-    for layer, meta in config["ternary"].items():
-        rel = f"weights/{layer}.t2"
-        if rel not in c:
-            raise ModelLoadError(f"model file {rel} is not listed in the manifest; re-export the model")
-        q, _ = decode_t2(c[rel], rel)
-        if list(q.shape) != list(meta["shape"]):
-            raise ModelLoadError(f"model file {rel} holds shape {q.shape}, config.json says {meta['shape']}")
-        ternary[layer] = q
-    graph_files = {}
-    for name, g in config["graphs"].items():
-        if g["file"] not in manifest["files"]:
-            raise ModelLoadError(f"graph {g['file']} is not listed in the manifest; re-export the model")
-        for t in g["ternary"]:
-            if t["layer"] not in ternary:
-                raise ModelLoadError(f"{g['file']} needs packed weights {t['layer']}.t2, which are missing")
-        graph_files[name] = d / g["file"]
-    files = ModelFiles(d, checked, config, model_config, tokenizer, catalog, embed, lm_head, robot_emb,
-                       memory, ternary, graph_files)
-    if build_sessions:
-        files.sessions = make_sessions(files, threads, skip_graphs)
-    return files
 
 
 class BitGenRuntime:
