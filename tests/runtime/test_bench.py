@@ -17,8 +17,10 @@ def test_bench_reports_every_target_with_the_machine(exported, tmp_path):
     assert r["model_id"] == "test-nano"
     assert {"cpu", "cores", "avx2", "vnni", "onnxruntime"} <= set(r["machine"])
     assert set(r["select"]) == {"1", "2"} and r["select"]["1"]["p50_ms"] > 0
+    assert 0 < r["select"]["1"]["cpu_p50_ms"] <= r["select"]["1"]["cpu_p95_ms"]
     assert r["rss"]["selections"] == 5 and r["rss"]["torch_imported"] is False
-    assert r["stream"]["sink"]["points"]["100"]["ms_per_token"] > 0
+    point = r["stream"]["sink"]["points"]["100"]
+    assert point["ms_per_token"] > 0 and point["wall_ms_per_token"] > 0
     assert r["stream"]["full"]["full_cache"] is True
     split = r["trace"]["per_token_ms"]
     assert split["head"] > 0 and split["step"] > 0 and split["backend"] == "numpy"
