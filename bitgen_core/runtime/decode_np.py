@@ -233,7 +233,7 @@ class NumpyDecoder:
         return e
 
     def bind_image(self, image_tokens: np.ndarray | None):
-        """Image tokens (1, N, d) -> per cross-attention layer (K, V^T-ready) (H, N, hd), or None."""
+        """Image tokens (1, N, d) -> per cross-attention layer (K^T (H, hd, N), V (H, N, hd)), or None."""
         if image_tokens is None:
             return None
         img = np.asarray(image_tokens, np.float32)[0]
