@@ -11,9 +11,10 @@ onnxruntime version):
   vs the decode step;
 - memory write / forget ms (in RAM: encode + Larimar update; and persisted to a store file);
 - peak RSS of a fresh process that loads the runtime and runs N selections (default 1,000);
-- per-token cost (CPU time of the decoding thread, median of 101 tokens; wall time beside it)
-  and RSS at tokens 100 / 1,000 / 10,000 of one stream, with the sink cache and with a full
-  cache (the growth the sink cache avoids), each in a fresh process;
+- per-token cost (CPU time of the decoding thread; streams held at each point take turns, so
+  all points see the same machine) and RSS at tokens 100 / 1,000 / 10,000 of one stream,
+  with the sink cache and with a full cache (the growth the sink cache avoids), each in a
+  fresh process;
 - the same selection on the torch model in eager fp32 (needs --checkpoint; a child process,
   so this process never imports torch), and the speed ratio;
 - model bytes on disk: packed ternary weights vs their float32 size, and the whole directory.
@@ -114,30 +115,50 @@ def child_rss(model: str | None, n: int) -> dict:
             "selections": n, "torch_imported": "torch" in sys.modules}
 
 
-def child_stream(model: str | None, tokens: int, full: bool) -> dict:
+def child_stream(model: str | None, tokens: int, full: bool, rounds: int = 101) -> dict:
+    """Per-token cost and RSS at tokens 100 / 1,000 / 10,000 of a stream.
+
+    RSS is read at each point of one stream. The cost is compared in the same time window:
+    one stream is run up to each point, then the streams take turns, one token each, for
+    `rounds` rounds, so a change in the machine's other load hits every point alike (timed one
+    after the other, a 10,000-token stream spans ~10 s, long enough for a neighbour's job to
+    start). Cost = CPU time of the decoding thread per token, median over the rounds; the wall
+    clock beside it."""
     from bitgen_core.runtime import BitGenRuntime
     rt = BitGenRuntime.load(model, threads=1)
     from bitgen_core.kvcache_np import SinkKVCache
     cfg = rt.config
-    cache = SinkKVCache(cfg.n_sink, 10**9 if full else cfg.window)
     points = [p for p in STREAM_POINTS if p <= tokens] or [tokens]
-    wall, cpu, rss = [], [], {}
-    it = rt.trace_stream(TASKS[0], None, max_new_tokens=tokens, ignore_eos=True, cache=cache)
-    t, c = time.perf_counter(), time.thread_time()
-    for i, _ in enumerate(it, 1):
-        now, cnow = time.perf_counter(), time.thread_time()
-        wall.append(now - t)
-        cpu.append(cnow - c)
-        t, c = now, cnow
+
+    def stream():
+        cache = SinkKVCache(cfg.n_sink, 10**9 if full else cfg.window)
+        return rt.trace_stream(TASKS[0], None, max_new_tokens=tokens + rounds + 1, ignore_eos=True,
+                               cache=cache), cache
+    streams, rss = {}, {}
+    longest, _ = stream()
+    for i, _ in enumerate(longest, 1):    # one stream, RSS at every point
         if i in points:
             rss[i] = _rss_mb()
-    out = {}
-    for p in points:   # median of the 101 tokens around the point: one token is too noisy
-        lo = max(0, min(p - 51, len(wall) - 101))
-        hi = min(len(wall), lo + 101)
-        out[str(p)] = {"ms_per_token": float(np.median(cpu[lo:hi])) * 1e3,
-                       "wall_ms_per_token": float(np.median(wall[lo:hi])) * 1e3, "rss_mb": rss.get(p)}
-    return {"points": out, "tokens": len(wall), "full_cache": full}
+            if i == points[-1]:
+                streams[i] = longest
+                break
+    for p in points[:-1]:
+        it, _ = stream()
+        for _ in range(p):
+            next(it)
+        streams[p] = it
+    cpu = {p: [] for p in points}
+    wall = {p: [] for p in points}
+    for _ in range(rounds):
+        for p in points:
+            t, c = time.perf_counter(), time.thread_time()
+            next(streams[p])
+            cpu[p].append(time.thread_time() - c)
+            wall[p].append(time.perf_counter() - t)
+    out = {str(p): {"ms_per_token": float(np.median(cpu[p])) * 1e3,
+                    "wall_ms_per_token": float(np.median(wall[p])) * 1e3, "rss_mb": rss.get(p)}
+           for p in points}
+    return {"points": out, "tokens": points[-1] + rounds, "full_cache": full, "rounds": rounds}
 
 
 def child_torch(checkpoint: str, iterations: int) -> dict:

@@ -50,7 +50,7 @@ from bitgen_core.runtime.model_files import ModelFiles, load_model_files  # noqa
 from bitgen_core.runtime.sessions import build_sessions as make_sessions, tune_malloc
 
 MODEL_DIR_ENV = "BITGEN_MODEL_DIR"
-_RELEASE_EVERY = 512   # stream tokens between releases of the embedding's pages
+_RELEASE_EVERY = 128   # stream tokens between releases of the embedding's pages
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
