@@ -1,13 +1,14 @@
 """glibc malloc arenas in a long-running, many-threaded node: capped, so RSS stays flat.
 
 glibc gives each thread that meets a locked arena a new one, up to 8 per core (16 on 2
-cores); the robot_selector has ~27 threads (DDS, executor, inference worker, BLAS). Each
+cores); the robot_selector has 27 threads (DDS, executor, inference worker, BLAS). Each
 arena keeps its own freed memory, and after the first large free glibc raises its trim
-threshold (up to 64 MB), so every arena holds on to what the biggest selection ever needed
-in it. Measured on the shipped model (scripts/soak.py with BITGEN_MEMPROBE, 8 minutes after
-warm-up, the same load for both): bytes in use flat at ~72 MB either way, but with 16 arenas
-the free-but-kept bytes grew in steps, 28.6 -> 31.7 MB and on, and RSS with them; with 2
-arenas they stayed at ~15 MB and RSS was flat and ~14 MB lower, selection latency unchanged.
+threshold (up to 64 MB), so every arena holds on to what the biggest moment it served
+needed. Measured on the shipped model (scripts/soak.py with BITGEN_MEMPROBE, the same load
+for both runs, 9 min): malloc's bytes in use were flat at 71-73 MB either way and Python's
+objects, the threads, mmapped blocks and file-backed pages did not grow; everything RSS
+gained was arena heap. With 16 arenas the heaps held 103 MB for 72 MB in use (31 MB free
+but resident); capped at 2 they held 87 MB (15 MB free) and RSS was 14 MB lower.
 
 `limit_malloc_arenas()` applies the cap through `mallopt(M_ARENA_MAX)`. It must run before
 the process starts its threads (the node calls it before importing rclpy and numpy): arenas

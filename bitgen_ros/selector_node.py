@@ -292,7 +292,7 @@ class RobotSelectorNode(LifecycleNode):
         image, image_note, frame_age_ms = self._latest_image()
         waited_ms = (time.monotonic() - task.received) * 1000.0
         try:
-            sel = self._select(task.text, image, self.p("top_k"))
+            sel, cpu_ms = self._select(task.text, image, self.p("top_k"))
         except BitGenError as e:
             self.get_logger().warning(f"task {task.task_id} not answered: {e}")
             return
@@ -300,7 +300,7 @@ class RobotSelectorNode(LifecycleNode):
             self.get_logger().error(f"task {task.task_id} failed in the runtime: "
                                     f"{type(e).__name__}: {e}")
             return
-        extra = {"queue": waited_ms}
+        extra = {"queue": waited_ms, "cpu": cpu_ms}
         if frame_age_ms is not None:       # how old the view of the world behind this answer is
             extra["frame_age"] = frame_age_ms
         msg = selection_to_msg(sel, task.header, task.task_id, task.text,
@@ -322,10 +322,14 @@ class RobotSelectorNode(LifecycleNode):
                 trace_pub.publish(String(data=piece))
 
         with self._runtime_lock:
+            # CPU time of this thread, unlike wall time, does not grow when other processes
+            # take the cores: it tells "the node got slower" from "the machine got busier".
+            cpu_start = time.thread_time()
             sel = runtime.select(text, image=image, top_k=top_k,
                                  max_trace_tokens=self.p("max_trace_tokens"), on_token=on_token)
+            cpu_ms = (time.thread_time() - cpu_start) * 1000.0
         self._stats.record_latency(sel.latency_ms.get("total", 0.0))
-        return sel
+        return sel, cpu_ms
 
     def _latest_image(self):
         """(RGB array or None, why no image, the frame's age in ms) from the newest fresh
@@ -409,7 +413,7 @@ class RobotSelectorNode(LifecycleNode):
             else:
                 image, _, _ = self._latest_image()
             top_k = req.top_k or self.p("top_k")
-            sel = self._select(text, image, top_k)
+            sel, cpu_ms = self._select(text, image, top_k)
         except BitGenError as e:
             resp.success, resp.message = False, str(e)
             return resp
@@ -419,7 +423,8 @@ class RobotSelectorNode(LifecycleNode):
             return resp
         header = resp.selection.header
         header.stamp = self.get_clock().now().to_msg()
-        resp.selection = selection_to_msg(sel, header, "select", text, top_k=top_k)
+        resp.selection = selection_to_msg(sel, header, "select", text, top_k=top_k,
+                                          extra_latency_ms={"cpu": cpu_ms})
         resp.success, resp.message = True, "ok"
         return resp
 

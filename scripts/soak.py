@@ -205,10 +205,11 @@ def _window(rec: Recorder, lo: float, hi: float) -> dict:
     """Figures of one interval: tasks SENT in [lo, hi) and samples taken in it."""
     ids = [t for t, ts in rec.sent.items() if lo <= ts < hi]
     ans = [(rec.got[t][0], latency_stages(rec.got[t][1])) for t in ids if t in rec.got]
+    cpu = [lat["cpu"] for _, lat in ans if "cpu" in lat]
     ans = [(t, lat.get("total", 0.0), lat.get("queue", 0.0)) for t, lat in ans]
     e2e = [(rec.got[t][0] - rec.sent[t]) * 1e3 for t in ids if t in rec.got]
     rss = [r for ts, r, _ in rec.samples if lo <= ts < hi]
-    cpu = [c for ts, _, c in rec.samples if lo <= ts < hi]
+    cpu_pct = [c for ts, _, c in rec.samples if lo <= ts < hi]
     mem = [m for m in rec.memory if lo <= m[0] < hi]
     load = [x for ts, x in rec.load if lo <= ts < hi]
     med = lambda i: statistics.median(m[i] for m in mem) if mem else None  # noqa: E731
@@ -219,7 +220,8 @@ def _window(rec: Recorder, lo: float, hi: float) -> dict:
             "anon_mb_median": med(1), "file_mb_median": med(2),
             "threads_max": max(m[3] for m in mem) if mem else None,
             "load_avg_1min_mean": round(statistics.fmean(load), 2) if load else None,
-            "cpu_percent_mean": statistics.fmean(cpu) if cpu else None,
+            "cpu_percent_mean": statistics.fmean(cpu_pct) if cpu_pct else None,
+            "selection_cpu_p50_ms": pct(cpu, 50), "selection_cpu_p95_ms": pct(cpu, 95),
             "selection_p50_ms": pct([a[1] for a in ans], 50),
             "selection_p95_ms": pct([a[1] for a in ans], 95),
             "end_to_end_p50_ms": pct(e2e, 50), "end_to_end_p95_ms": pct(e2e, 95),
@@ -266,6 +268,8 @@ def summarise(args, rec, measured, interval, n_intervals, died_at, camera_fps,
         "selection_p95_drift": _compare(first, last, "selection_p95_ms", P95_DRIFT, True, True),
         "end_to_end_p95_drift": _compare(first, last, "end_to_end_p95_ms", P95_DRIFT, True,
                                          False),
+        "selection_cpu_p95_drift": _compare(first, last, "selection_cpu_p95_ms", P95_DRIFT,
+                                            True, False),
         "anon_growth_mb": _compare(first, last, "anon_mb_median", RSS_GROWTH_MB, False, False),
         "file_backed_growth_mb": _compare(first, last, "file_mb_median", RSS_GROWTH_MB, False,
                                           False)}
@@ -317,16 +321,18 @@ def markdown(res: dict) -> str:
         + ("" if res["node_died_at_s"] is None
            else f" NODE DIED at {res['node_died_at_s']:.0f} s."),
         "",
-        "| interval (s) | RSS median / max (MB) | anon / file-backed (MB) | CPU % | selection p50 / p95 (ms) | "
+        "| interval (s) | RSS median / max (MB) | anon / file-backed (MB) | CPU % | "
+        "selection p50 / p95 (ms) | selection CPU time p50 / p95 (ms) | "
         "end-to-end p50 / p95 (ms) | queue wait p50 / p95 (ms) | tasks sent / answered / "
         "dropped by queue | frames recv / superseded | edits ok / failed | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|"]
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["intervals"]:
         lines.append(
             f"| {r['t_start']:g}-{r['t_end']:g} | {f(r['rss_mb_median'])} / {f(r['rss_mb_max'])} "
             f"| {f(r['anon_mb_median'])} / {f(r['file_mb_median'])} "
             f"| {f(r['cpu_percent_mean'], 0)} | {f(r['selection_p50_ms'])} / "
-            f"{f(r['selection_p95_ms'])} | {f(r['end_to_end_p50_ms'])} / "
+            f"{f(r['selection_p95_ms'])} | {f(r['selection_cpu_p50_ms'])} / "
+            f"{f(r['selection_cpu_p95_ms'])} | {f(r['end_to_end_p50_ms'])} / "
             f"{f(r['end_to_end_p95_ms'])} | {f(r['queue_wait_p50_ms'])} / "
             f"{f(r['queue_wait_p95_ms'])} | {r['tasks_sent']} / {r['tasks_answered']} / "
             f"{n(r['tasks_dropped_by_queue'])} | {n(r['frames_received'])} / "
@@ -351,7 +357,8 @@ def verdict_lines(res: dict) -> list[str]:
                    + (f"{d['first']:.1f} -> {d['last']:.1f} MB = {d['value']:+.2f} MB"
                       if d["value"] is not None else "not measured"))
     for name, label in (("selection_p95_drift", "p95 selection latency drift"),
-                        ("end_to_end_p95_drift", "p95 end-to-end latency drift")):
+                        ("end_to_end_p95_drift", "p95 end-to-end latency drift"),
+                        ("selection_cpu_p95_drift", "p95 selection CPU time drift")):
         d = t[name]
         tag = ("PASS" if d["pass"] else "FAIL") if d.get("target") else "INFO"
         out.append(f"{tag}: {label} first -> last interval "

@@ -56,6 +56,7 @@ def test_soak_script_runs_with_edits_answers_and_reports_its_figures(tmp_path):
         assert row["frames_received"] is not None, row   # read from /diagnostics
     answered = [r for r in res["intervals"] if r["tasks_answered"]]
     assert answered and all(r["selection_p95_ms"] > 0 for r in answered)
+    assert all(0 < r["selection_cpu_p95_ms"] for r in answered)       # the node's cpu stage
     for name in ("rss_growth_mb", "selection_p95_drift"):
         assert isinstance(res["targets"][name]["value"], float), res["targets"]
     assert res["machine"]["cores"] and res["machine"]["cpu"]

@@ -75,11 +75,14 @@ def test_30fps_camera_and_10hz_tasks_for_60s_grow_no_latency_rss_or_backlog(ros,
     answered = sorted(got, key=lambda t: sent[t])
     stages = [latency_stages(got[t]) for t in answered]
     totals = [s["total"] for s in stages]
+    cpu = [s["cpu"] for s in stages]
     waits = [s["queue"] for s in stages]
     frame_ages = [s["frame_age"] for s in stages if "frame_age" in s]
     first, last = _thirds(totals)
+    cpu_first, cpu_last = _thirds(cpu)
     summary = (f"{len(answered)}/{len(sent)} tasks answered, camera {camera.fps():.1f} FPS, "
-               f"selection median first/last third {first:.1f}/{last:.1f} ms, "
+               f"selection median first/last third {first:.1f}/{last:.1f} ms "
+               f"(CPU time {cpu_first:.1f}/{cpu_last:.1f} ms), "
                f"queue wait max {max(waits):.0f} ms, "
                f"frame age median/max {statistics.median(frame_ages):.0f}/{max(frame_ages):.0f} "
                f"ms over {len(frame_ages)} answers, RSS {rss[0][1]:.1f} -> {rss[-1][1]:.1f} MB")
@@ -104,6 +107,9 @@ def test_30fps_camera_and_10hz_tasks_for_60s_grow_no_latency_rss_or_backlog(ros,
     assert max(waits) <= bound, f"queue wait {max(waits):.0f} ms > {bound:.0f} ms; {summary}"
     # No latency growth: the node's own selection time, first third vs last third.
     assert last <= 1.5 * first + 20.0, f"latency grew {first:.1f} -> {last:.1f} ms; {summary}"
+    # ... and its CPU time, which other jobs on a shared machine do not inflate.
+    assert cpu_last <= 1.3 * cpu_first + 10.0, f"CPU per selection grew {cpu_first:.1f} -> " \
+        f"{cpu_last:.1f} ms; {summary}"
     # No RSS growth after warm-up: first 10 s vs last 10 s of the measured time.
     grown = (_median_between(rss, SOAK_SECONDS - 10, SOAK_SECONDS)
              - _median_between(rss, 0, 10))
