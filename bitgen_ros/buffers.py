@@ -26,6 +26,16 @@ class Frame:
     def age(self, now: float | None = None) -> float:
         return (time.monotonic() if now is None else now) - self.received
 
+    def stamp_age_ms(self, now_ns: int) -> float:
+        """Age from the camera's own header stamp (so it includes any wait in DDS), given the
+        node clock in ns; from reception when the frame is unstamped or on another clock."""
+        stamp = getattr(getattr(self.msg, "header", None), "stamp", None)
+        if stamp is not None and (stamp.sec or stamp.nanosec):
+            age_ns = now_ns - (stamp.sec * 10**9 + stamp.nanosec)
+            if 0 <= age_ns < 3600 * 10**9:
+                return age_ns / 1e6
+        return self.age() * 1000.0
+
 
 class LatestFrameSlot:
     """Holds the newest frame only. Counts frames that were replaced before any task used them."""

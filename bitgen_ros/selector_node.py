@@ -51,9 +51,11 @@ from bitgen_ros.conversions import (Task, selection_summary, selection_to_msg,  
 from bitgen_ros.diagnostics import (NodeStats, Snapshot, cpu_temperature_c,  # noqa: E402
                                    rss_mb, to_status)
 from bitgen_ros.images import FrameDecoder  # noqa: E402
+from bitgen_ros.memory_services import change_memory, edit_policy, fill_memory_list  # noqa: E402
 from bitgen_ros.msg import RobotSelection, TaskCommand  # noqa: E402
 from bitgen_ros.parameters import check_change, declare_all  # noqa: E402
 from bitgen_ros.srv import MemoryEdit, MemoryForget, MemoryList, Select  # noqa: E402
+from bitgen_ros.worker import InferenceWorker  # noqa: E402
 
 NODE_NAME = "robot_selector"
 
@@ -77,9 +79,9 @@ class RobotSelectorNode(LifecycleNode):
         self._slot = LatestFrameSlot()
         self._decoder = FrameDecoder(self._limits)
         self._queue: BoundedTaskQueue[Task] = BoundedTaskQueue(1)
-        self._worker: threading.Thread | None = None
-        self._worker_stop = threading.Event()
         self._trimmer = HeapTrimmer(0.0)
+        self._worker: InferenceWorker[Task] = InferenceWorker(
+            self._answer, self._between_selections, self.get_logger().warning)
         self._stats = NodeStats()
         self._subs: list = []
         self._selection_pub = None
@@ -148,7 +150,7 @@ class RobotSelectorNode(LifecycleNode):
                                                           qos.selection_profile(100))
         log.info(f"configured: model {runtime.model_id}, {len(runtime.memory.list())} memory "
                  f"facts ({memory_path or 'in RAM only: set memory_path to persist them'}), "
-                 f"edits {self._edit_policy()}, audit log {audit_path or 'off'}")
+                 f"edits {edit_policy(self._guard)}, audit log {audit_path or 'off'}")
         self._state = "inactive"
         return super().on_configure(state)
 
@@ -175,13 +177,13 @@ class RobotSelectorNode(LifecycleNode):
                  f"{self.resolve_topic_name('bitgen/task_text')} (String), QoS "
                  f"{qos.describe(qos.task_profile())}; answers on "
                  f"{self.resolve_topic_name('bitgen/selection')}")
-        self._start_worker()
+        self._worker.start(self._queue)
         self._state = "active"
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._drop_subscriptions()
-        self._stop_worker()
+        self._worker.stop()
         dropped = self._queue.clear()
         if dropped:
             self.get_logger().warning(f"deactivated with {dropped} task(s) unanswered")
@@ -206,7 +208,7 @@ class RobotSelectorNode(LifecycleNode):
 
     def _release(self) -> None:
         self._drop_subscriptions()
-        self._stop_worker()
+        self._worker.stop()
         self._queue.clear()
         for pub in (self._selection_pub, self._trace_pub):
             if pub is not None:
@@ -257,34 +259,10 @@ class RobotSelectorNode(LifecycleNode):
                 f"(queue of {self.p('task_queue_size')}; raise task_queue_size or publish "
                 f"tasks less often)")
 
-    # --- inference (one at a time, on the worker thread) -------------------------------
-    def _start_worker(self) -> None:
-        self._stop_worker()
-        self._worker_stop.clear()
-        self._worker = threading.Thread(target=self._work, name="bitgen-inference", daemon=True)
-        self._worker.start()
-
-    def _stop_worker(self, timeout: float = 30.0) -> None:
-        """Stop the worker after the selection it is running, if any (called on deactivate,
-        cleanup, shutdown and destroy)."""
-        worker, self._worker = self._worker, None
-        if worker is None:
-            return
-        self._worker_stop.set()
-        self._queue.wake_all()
-        if worker is not threading.current_thread():
-            worker.join(timeout)
-            if worker.is_alive():
-                self.get_logger().warning(f"inference worker still busy after {timeout:g} s")
-
-    def _work(self) -> None:
-        while not self._worker_stop.is_set():
-            task = self._queue.get(timeout=0.5)
-            if task is not None and not self._worker_stop.is_set():
-                self._answer(task)
-            # between selections, never during one: see bitgen_ros/allocator.py
-            if self._trimmer.maybe_trim(self.p("heap_trim_period")):
-                self.get_logger().debug(f"heap trimmed in {self._trimmer.last_ms:.1f} ms")
+    # --- inference (one at a time, on the worker thread: worker.py) ---------------------
+    def _between_selections(self) -> None:
+        if self._trimmer.maybe_trim(self.p("heap_trim_period")):
+            self.get_logger().debug(f"heap trimmed in {self._trimmer.last_ms:.1f} ms")
 
     def _answer(self, task: Task) -> None:
         if self._state != "active" or self._runtime is None:
@@ -348,57 +326,22 @@ class RobotSelectorNode(LifecycleNode):
                 self.get_logger().warning(f"camera frame refused: {error}",
                                           throttle_duration_sec=5.0)
             return None, error, None
-        return image, "", self._frame_age_ms(frame)
-
-    def _frame_age_ms(self, frame) -> float:
-        """Age from the camera's own stamp (includes any wait in DDS), else from reception."""
-        stamp = getattr(getattr(frame.msg, "header", None), "stamp", None)
-        if stamp is not None and (stamp.sec or stamp.nanosec):
-            age_ns = self.get_clock().now().nanoseconds - (stamp.sec * 10**9 + stamp.nanosec)
-            if 0 <= age_ns < 3600 * 10**9:      # a camera on another clock: fall back
-                return age_ns / 1e6
-        return frame.age() * 1000.0
+        return image, "", frame.stamp_age_ms(self.get_clock().now().nanoseconds)
 
     # --- services ----------------------------------------------------------------------
     def _on_memory_edit(self, req, resp):
-        ok, message, count = self._change_memory("write", req.key, req.token, req.fact)
+        ok, message, count = change_memory(self._runtime, self._state, "write", req.key,
+                                           req.token, req.fact, self.get_logger())
         resp.success, resp.message, resp.fact_count = ok, message, count
         return resp
 
     def _on_memory_forget(self, req, resp):
-        ok, message, _ = self._change_memory("forget", req.key, req.token, None)
-        resp.success, resp.message = ok, message
+        resp.success, resp.message, _ = change_memory(self._runtime, self._state, "forget",
+                                                      req.key, req.token, None, self.get_logger())
         return resp
-
-    def _change_memory(self, action: str, key: str, token: str, fact: str | None):
-        runtime = self._runtime
-        if runtime is None:
-            return False, f"memory unavailable: node is {self._state}, configure it first", 0
-        # Token, read-only, rate limit, key/fact limits and the audit record are all applied
-        # inside RuntimeMemory; it never raises for a refused edit, the result says why.
-        # No inference lock: the memory has its own, so an edit answers during a selection.
-        result = (runtime.memory.write(key, fact, token=token) if action == "write"
-                  else runtime.memory.forget(key, token=token))
-        shown = key[:64] if isinstance(key, str) else repr(key)
-        if result.success:
-            self.get_logger().info(f"memory {action} {shown!r}: {result.message} "
-                                   f"({result.count} facts)")
-        else:
-            self.get_logger().warning(f"memory {action} {shown!r} refused: {result.message}")
-        return result.success, result.message, result.count
 
     def _on_memory_list(self, req, resp):
-        runtime = self._runtime
-        if runtime is None:
-            resp.success, resp.message = False, f"memory unavailable: node is {self._state}"
-            return resp
-        facts = sorted((f for f in runtime.memory.list() if f.key.startswith(req.key_prefix)),
-                       key=lambda f: f.written_at)
-        resp.success, resp.message = True, f"{len(facts)} fact(s)"
-        resp.keys = [f.key for f in facts]
-        resp.facts = [f.text for f in facts]
-        resp.write_times = [float(f.written_at) for f in facts]
-        return resp
+        return fill_memory_list(self._runtime, self._state, req.key_prefix, resp)
 
     def _on_select(self, req, resp):
         if self._state != "active":
@@ -429,7 +372,7 @@ class RobotSelectorNode(LifecycleNode):
         return resp
 
     def destroy_node(self) -> None:
-        self._stop_worker()
+        self._worker.stop()
         super().destroy_node()
 
     # --- diagnostics -------------------------------------------------------------------
@@ -452,17 +395,6 @@ class RobotSelectorNode(LifecycleNode):
         arr.status = [to_status(snap, f"bitgen: {self.get_fully_qualified_name()}",
                                 max_frame_age=self.p("max_frame_age"))]
         self._diag_pub.publish(arr)
-
-    def _edit_policy(self) -> str:
-        g = self._guard
-        if g is None:
-            return "off"
-        if g.read_only:
-            return "refused (read_only)"
-        if g.token is None:
-            return "open to anyone (allow_unauthenticated_edits)" if g.allow_unauthenticated \
-                else "refused until an edit token is configured (BITGEN_EDIT_TOKEN[_FILE])"
-        return f"need the edit token from {g.token.source}"
 
 
 def _expand(path: str) -> str:
