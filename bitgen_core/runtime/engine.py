@@ -27,8 +27,6 @@ Nothing here imports torch; a test checks `sys.modules` after load + select.
 """
 from __future__ import annotations
 
-import contextlib
-import mmap
 import os
 import sys
 import time
@@ -48,9 +46,9 @@ from bitgen_core.runtime.decode_np import BlasThreads, NumpyDecoder
 from bitgen_core.runtime.memory import RuntimeMemory
 from bitgen_core.runtime.model_files import ModelFiles, load_model_files  # noqa: F401  (re-exported)
 from bitgen_core.runtime.sessions import build_sessions as make_sessions, tune_malloc
+from bitgen_core.runtime.table_rows import TableRows
 
 MODEL_DIR_ENV = "BITGEN_MODEL_DIR"
-_RELEASE_EVERY = 128   # stream tokens between releases of the embedding's pages
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -91,6 +89,13 @@ class _Prompt:
     keys: list[str]
 
 
+def _rows(table: np.ndarray):
+    """A memory-mapped (checked) .npy table -> TableRows over its file; in-memory ones stay."""
+    if isinstance(table, np.memmap) and table.filename and table.flags.c_contiguous:
+        return TableRows(table.filename, table.shape, table.offset)
+    return table
+
+
 class BitGenRuntime:
     def __init__(self, files: ModelFiles, memory_path=None, *, limits: Limits = DEFAULT_LIMITS,
                  edit_guard=None, audit_log=None, memory_similarity: float = 0.5,
@@ -105,10 +110,9 @@ class BitGenRuntime:
         self.tokenizer = files.tokenizer
         self.limits = limits
         self._s = files.sessions
-        # plain read-only ndarray views of the (memory-mapped) tables: np.memmap's indexing
-        # costs 2-8 us more per call, paid by every trace token
-        self._embed, self._lm_head = np.asarray(files.embed), np.asarray(files.lm_head)
-        self._mapped = [a for a in (files.embed, files.lm_head) if isinstance(a, np.memmap)]
+        # the embedding / head rows are read from the file as needed, not mapped (table_rows.py)
+        self._embed = _rows(files.embed)
+        self._lm_head = self._embed if files.lm_head is files.embed else _rows(files.lm_head)
         tokens = files.config["tokens"]
         self._pad, self._sep, self._eos, self._sink = (tokens[k] for k in ("pad", "sep", "eos", "sink"))
         self._vision = files.config.get("vision")
@@ -264,27 +268,8 @@ class BitGenRuntime:
     # ------------------------------------------------------------------ public API
     def select(self, task: str, image: np.ndarray | None = None, top_k: int = 3,
                max_trace_tokens: int = 32, on_token: Callable[[str], None] | None = None) -> Selection:
-        try:
-            with self._blas_threads():
-                return self._select(task, image, top_k, max_trace_tokens, on_token)
-        finally:
-            self._release_table_pages()
-
-    def _release_table_pages(self) -> None:
-        """Drop the memory-mapped embedding's pages from this process's RSS after a selection.
-
-        The output head re-scores 16 shortlisted rows per trace token, scattered over the
-        30k-row table, so over a long-running process every page gets touched and the whole
-        15.6 MB file becomes resident (measured: +15 MB RSS over 50 selections). The mapping is
-        read-only and file-backed: MADV_DONTNEED just unmaps the pages, the next touch faults
-        them back from the page cache (a few hundred minor faults, ~0.3 ms, per selection)."""
-        for arr in self._mapped:
-            mm = getattr(arr, "_mmap", None)
-            if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
-                try:
-                    mm.madvise(mmap.MADV_DONTNEED)
-                except (OSError, ValueError):
-                    pass
+        with self._blas_threads():
+            return self._select(task, image, top_k, max_trace_tokens, on_token)
 
     def _select(self, task, image, top_k, max_trace_tokens, on_token) -> Selection:
         t0 = time.perf_counter()
@@ -323,18 +308,13 @@ class BitGenRuntime:
         constant because the cache keeps n_sink + window tokens. Pass your own (empty) `cache`
         to watch it or to size it differently (a huge window is the full-cache baseline the
         benchmark compares against)."""
-        with contextlib.ExitStack() as stack:
-            stack.callback(self._release_table_pages)
-            stack.enter_context(self._blas_threads())   # held while the stream is open (see BlasThreads)
+        with self._blas_threads():   # held while the stream is open (see BlasThreads)
             lat: dict[str, float] = {}
             prompt = self._start(task, image, lat)
             if cache is not None:
                 cache.append(prompt.cache.k, prompt.cache.v)
             n = max_new_tokens if max_new_tokens is not None else sys.maxsize
-            for i, tok in enumerate(self._decode(prompt.state, self._stepper(prompt, cache), n, ignore_eos), 1):
-                yield tok
-                if i % _RELEASE_EVERY == 0:   # an unbounded stream keeps its RSS flat too
-                    self._release_table_pages()
+            yield from self._decode(prompt.state, self._stepper(prompt, cache), n, ignore_eos)
 
     def robot_probabilities(self, task: str, image: np.ndarray | None = None) -> dict[str, float]:
         """Probability per catalog robot (catalog order), without a trace."""

@@ -11,6 +11,7 @@ from bitgen_core.kvcache_np import SinkKVCache
 from bitgen_core.runtime import BitGenRuntime
 from bitgen_core.runtime.decode_np import NumpyDecoder
 from bitgen_core.runtime.engine import load_model_files
+from bitgen_core.runtime.table_rows import TableRows
 
 TASKS = ["inspect the cracked chimney on the roof", "carry crates across the warehouse",
          "search the collapsed garage for people", "check the ferry hull below the waterline",
@@ -144,10 +145,10 @@ def test_unknown_decode_backend_is_refused(exported):
         BitGenRuntime.load(exported.directory, decode_backend="cuda")
 
 
-def test_numpy_runtime_builds_no_decode_session_and_maps_the_embedding(exported):
+def test_numpy_runtime_builds_no_decode_session_and_reads_embedding_rows(exported):
     rt = BitGenRuntime.load(exported.directory)
     assert rt.decode_backend == "numpy" and "decode" not in rt._s
-    assert isinstance(rt._embed.base, np.memmap) and not rt._embed.flags.writeable
+    assert isinstance(rt._embed, TableRows) and rt._lm_head is rt._embed     # tied head
     ref = BitGenRuntime.load(exported.directory, decode_backend="onnx")
     assert "decode" in ref._s
-    np.testing.assert_array_equal(np.asarray(rt._embed[:50]), np.load(exported.directory / "weights" / "embed.npy")[:50])
+    np.testing.assert_array_equal(rt._embed[np.arange(50)], np.load(exported.directory / "weights" / "embed.npy")[:50])
