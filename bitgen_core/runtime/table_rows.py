@@ -19,7 +19,7 @@ import threading
 
 import numpy as np
 
-DEFAULT_CAPACITY = 8192   # rows kept (4 MB at d=128); the whole cache is dropped when full
+DEFAULT_CAPACITY = 4096   # rows kept (2 MB at d=128); the whole cache is dropped when full
 
 
 class TableRows:
