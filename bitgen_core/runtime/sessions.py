@@ -80,8 +80,6 @@ def tune_malloc() -> None:
         pass   # not glibc (musl, ...): its allocator returns large blocks by itself
 
 
-
-
 def build_sessions(files, threads: int, skip: tuple[str, ...] = ()) -> dict[str, ort.InferenceSession]:
     """One session per graph of a loaded ModelFiles (minus `skip`)."""
     # one (in, out) int8 array per layer, shared by every graph that uses it
@@ -108,7 +106,7 @@ def build_sessions(files, threads: int, skip: tuple[str, ...] = ()) -> dict[str,
         if cached is not None:
             tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
             so.optimized_model_filepath = str(tmp)
-        names, values = [], []
+        init_names, values = [], []
         for t in g["ternary"]:
             arr = transposed.get(t["layer"])
             if arr is None:
@@ -116,14 +114,16 @@ def build_sessions(files, threads: int, skip: tuple[str, ...] = ()) -> dict[str,
             if list(arr.shape) != list(t["shape"]):
                 raise ModelLoadError(f"{g['file']}: packed layer {t['layer']} has shape {arr.shape}, "
                                      f"the graph expects {t['shape']}")
-            names.append(t["initializer"])
+            init_names.append(t["initializer"])
             values.append(ort.OrtValue.ortvalue_from_numpy(arr))
-        if names:
-            so.add_external_initializers(names, values)
+        if init_names:
+            so.add_external_initializers(init_names, values)
         try:
             sessions[name] = ort.InferenceSession(str(files.graph_files[name]), so,
                                                   providers=["CPUExecutionProvider"])
         except Exception as e:   # onnxruntime raises its own exception types
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
             raise ModelLoadError(f"model file {g['file']} cannot be loaded by onnxruntime: "
                                  f"{e}".splitlines()[0][:300]) from None
         if tmp is not None:
