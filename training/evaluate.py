@@ -341,7 +341,9 @@ def build_systems(args, catalog, train, log=print) -> list:
         if needs:
             log(f"no --train-data: skipping {', '.join(needs)} (they learn from the corpus)")
             names = [n for n in names if n not in needs]
-    for b in build_baselines(catalog, names, args.cache_dir, args.threads):
+    # every requested baseline may have been dropped above: build none (an empty list would
+    # mean "all" to build_baselines, which then fit on no records)
+    for b in (build_baselines(catalog, names, args.cache_dir, args.threads) if names else []):
         t0 = time.perf_counter()
         b.fit(train or [])
         log(f"fit {b.name} on {len(train or [])} records ({time.perf_counter() - t0:.1f}s)")

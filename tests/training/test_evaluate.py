@@ -223,3 +223,12 @@ def test_cli_with_model_and_fp32_checkpoint(nano_model, tmp_path, capsys):
     assert tv["delta"] == pytest.approx(tv["ternary_top1"] - tv["fp32_top1"])
     assert "ternary within 1 point of fp32 (dev top-1): measured" in printed
     assert "dev top-1 ahead of every baseline" in printed
+
+
+def test_corpus_baselines_without_train_data_are_skipped_not_fit_on_nothing():
+    """--baselines prior with no --train-data: prior is dropped and nothing else is built
+    (an empty name list must not fall back to "every baseline", fit on zero records)."""
+    args = E.argparse.Namespace(baselines_only=True, baselines=["prior"], cache_dir=None, threads=1)
+    logged = []
+    assert E.build_systems(args, CATALOG, None, log=logged.append) == []
+    assert any("skipping prior" in m for m in logged)
