@@ -95,7 +95,7 @@ class BlasThreads:
 
 
 
-_TABULATED = 4096   # rotary positions kept in a table; beyond, angles are computed per token
+_TABULATED = 1024   # rotary positions kept in a table (256 kB); beyond, angles are computed per token
 
 
 class NumpyDecoder:
