@@ -94,12 +94,12 @@ class SelectorProcess:
 
 @contextlib.contextmanager
 def running_selector(ros: "TestClient", tmp: Path, params: dict | None = None, *,
-                     camera: bool = False, **kwargs):
+                     camera: bool = False, camera_reliability: str = "best_effort", **kwargs):
     """A configured, active selector the test client is attached to (task publisher matched,
     and the camera publisher too with `camera`); stopped on exit, even if bring-up failed."""
     proc = SelectorProcess(tmp, params=params, **kwargs).start()
     try:
-        ros.attach(proc.ns)
+        ros.attach(proc.ns, camera_reliability)
         ros.bring_up()
         ros.wait_matched(ros.task_pub)
         if camera:

@@ -44,8 +44,13 @@ def _median_between(samples: list[tuple[float, float]], lo: float, hi: float) ->
 
 def test_30fps_camera_and_10hz_tasks_for_60s_grow_no_latency_rss_or_backlog(ros, tmp_path):
     from bitgen_ros.loadgen import CameraPublisher, camera_frames, latency_stages
-    params = {"max_trace_tokens": 8, "task_queue_size": QUEUE, "max_frame_age": 1.0}
-    with running_selector(ros, tmp_path, params, camera=True) as node:
+    # A reliable camera: over Fast DDS's default transports a best-effort 640x480 rgb8 frame
+    # (921 kB, fragmented) is mostly lost on the way (measured: 1-13 of 30 FPS reach the
+    # node), so only a reliable one really puts 30 FPS on the node's intake.
+    params = {"max_trace_tokens": 8, "task_queue_size": QUEUE, "max_frame_age": 1.0,
+              "camera_qos_reliability": "reliable"}
+    with running_selector(ros, tmp_path, params, camera=True,
+                          camera_reliability="reliable") as node:
         camera = CameraPublisher(ros.node, ros.image_pub, camera_frames(640, 480), 30.0).start()
         sent: dict[str, float] = {}
         rss: list[tuple[float, float]] = []              # (s since measuring began, MB)
@@ -95,11 +100,9 @@ def test_30fps_camera_and_10hz_tasks_for_60s_grow_no_latency_rss_or_backlog(ros,
     # No frame backlog: the answers used the camera's newest frames. A queue of frames
     # behind inference would age them by a frame period per selection, without bound.
     assert len(frame_ages) >= 0.9 * len(answered), summary
-    # A frame past max_frame_age (1 s since it arrived) is never used. The typical age is
-    # not 33 ms: while a selection holds the GIL, the camera callback takes only some of the
-    # 640x480 frames (measured 100-200 ms median on an idle machine), the rest are replaced
-    # in DDS, which is the intent.
-    assert statistics.median(frame_ages) < 500.0, summary
+    # The newest of 30 frames a second is at most 33 ms old plus DDS and the wait for a
+    # thread (measured: median 39 ms); a frame past max_frame_age (1 s) is never used.
+    assert statistics.median(frame_ages) < 250.0, summary
     assert max(frame_ages) < 1000.0 + 500.0, summary
     first_age, last_age = _thirds(frame_ages)
     assert last_age <= 2.0 * first_age + 100.0, summary
