@@ -135,8 +135,11 @@ class TestClient:
         self.trace: list[str] = []
         self.diagnostics: list = []
         self._subs: list = []
+        self._clients: dict = {}      # (service type, name) -> a client kept for the run
 
     def close(self) -> None:
+        for client in self._clients.values():
+            self.node.destroy_client(client)
         self.executor.shutdown()
         self.node.destroy_node()
 
@@ -174,19 +177,25 @@ class TestClient:
 
     # --- lifecycle + services ---
     def call(self, srv_type, name: str, request, timeout: float = 60.0):
-        client = self.node.create_client(srv_type, name)
-        try:
+        # One client per service for the whole run. A new client's first request can be lost:
+        # wait_for_service sees the server in the ROS graph before DDS has matched this
+        # client's own request writer / response reader with it, and a volatile request sent
+        # in that gap never arrives. Hence the settle after the first match, paid once.
+        client = self._clients.get((srv_type, name))
+        if client is None or not client.service_is_ready():
+            if client is None:
+                client = self._clients[(srv_type, name)] = self.node.create_client(srv_type, name)
             if not client.wait_for_service(timeout_sec=timeout):
                 raise TimeoutError(f"service {name} not available")
-            future = client.call_async(request)
-            end = time.monotonic() + timeout
-            while not future.done() and time.monotonic() < end:
-                time.sleep(0.01)
-            if not future.done():
-                raise TimeoutError(f"service {name} did not answer in {timeout} s")
-            return future.result()
-        finally:
-            self.node.destroy_client(client)
+            time.sleep(0.25)
+        future = client.call_async(request)
+        end = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < end:
+            time.sleep(0.01)
+        if not future.done():
+            client.remove_pending_request(future)
+            raise TimeoutError(f"service {name} did not answer in {timeout} s")
+        return future.result()
 
     def transition(self, label: str, timeout: float = 120.0) -> bool:
         from lifecycle_msgs.msg import Transition
@@ -199,10 +208,10 @@ class TestClient:
         return self.call(ChangeState, f"{self.ns}/robot_selector/change_state", req,
                          timeout).success
 
-    def state(self) -> str:
+    def state(self, timeout: float = 60.0) -> str:
         from lifecycle_msgs.srv import GetState
         return self.call(GetState, f"{self.ns}/robot_selector/get_state",
-                         GetState.Request()).current_state.label
+                         GetState.Request(), timeout).current_state.label
 
     def bring_up(self) -> None:
         assert self.transition("configure"), "configure failed"

@@ -105,6 +105,6 @@ def test_autostart_configures_and_activates_without_a_lifecycle_manager(ros, tmp
 
 def _state(ros):
     try:
-        return ros.state()
+        return ros.state(timeout=5)   # polled: a short try, so one lost answer is retried
     except TimeoutError:
         return None

@@ -108,7 +108,7 @@ def test_runner_brings_the_selector_up_and_ctrl_c_stops_everything(ros, tmp_path
 
 def _state_or_none(ros):
     try:
-        return ros.state()
+        return ros.state(timeout=5)   # polled: a short try, so one lost answer is retried
     except TimeoutError:
         return None
 
