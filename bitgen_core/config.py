@@ -45,6 +45,12 @@ class BitGenConfig:
     memory_dim: int = 128            # C (fact/query encoding size)
     n_memory_tokens: int = 4         # prefix tokens produced from one memory read
     memory_obs_noise: float = 1e-6   # variance added on write (keeps the LS solve regular)
+    # RMSNorm the memory read before the prefix projection (BitLinear's usual input norm).
+    # True only for checkpoints trained before it existed: the norm erases the read's
+    # magnitude, i.e. how strongly the stored facts address this query (the Larimar
+    # coefficient a_i = w_q C^-1 w_i^T), so a weakly related fact moved the prefix as much as
+    # a relevant one. The presets set False: the prefix sees the read as it is.
+    memory_read_norm: bool = True
     # --- vision -------------------------------------------------------------------------
     vision_kind: str = "efficientnet_lite0"
     n_image_tokens: int = 16
@@ -209,9 +215,9 @@ def _coerce(key: str, type_name: str, value):
 # small when there is compute to spare. Memory/selector sizes scale with the width.
 PRESETS: dict[str, dict] = {
     "nano": dict(d_model=64, n_layers=2, n_heads=2, memory_dim=64, n_memory_slots=16,
-                 n_memory_tokens=2, n_image_tokens=9, robot_embed_dim=32),
+                 n_memory_tokens=2, n_image_tokens=9, robot_embed_dim=32, memory_read_norm=False),
     "tiny": dict(d_model=128, n_layers=4, n_heads=4, memory_dim=128, n_memory_slots=32,
-                 n_memory_tokens=4, n_image_tokens=16, robot_embed_dim=64),
+                 n_memory_tokens=4, n_image_tokens=16, robot_embed_dim=64, memory_read_norm=False),
     "small": dict(d_model=256, n_layers=6, n_heads=8, memory_dim=256, n_memory_slots=64,
-                  n_memory_tokens=4, n_image_tokens=16, robot_embed_dim=128),
+                  n_memory_tokens=4, n_image_tokens=16, robot_embed_dim=128, memory_read_norm=False),
 }

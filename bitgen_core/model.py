@@ -114,7 +114,9 @@ class BitGenModel(Generation, nn.Module):
         # 3. episodic memory: pooled text -> z (C); a read -> n_memory_tokens prefix tokens
         self.memory = EpisodicMemory(cfg.n_memory_slots, cfg.memory_dim)
         self.memory_key = BitLinear(cfg.d_model, cfg.memory_dim)
-        self.memory_prefix_proj = BitLinear(cfg.memory_dim, cfg.n_memory_tokens * cfg.d_model)
+        # no input norm by default: the read's magnitude carries the facts' relevance (config)
+        self.memory_prefix_proj = BitLinear(cfg.memory_dim, cfg.n_memory_tokens * cfg.d_model,
+                                            norm=cfg.memory_read_norm)
         self.memory_pos = nn.Parameter(0.02 * torch.randn(cfg.n_memory_tokens, cfg.d_model))
         # 4. backbone
         self.blocks = nn.ModuleList(Block(cfg, i in cfg.cross_attn_layers) for i in range(cfg.n_layers))

@@ -12,6 +12,12 @@ warehouse" / "the warehouse's zone B"), an unrelated task whose gold the fact mu
 or other zones sit in the same memory at run time), and for availability a restoration ("the
 drone is back in service", the same key rewritten). Forgetting the fact must restore
 `robots_before`. Torch-free.
+
+Each fact in a training record carries `applies`: whether it concerns that record's task
+(an availability fact concerns every task, the robot is out everywhere; a site fact only
+tasks in its zone). Stage 2 trains the memory read's coefficient of each fact towards it, so
+the read is selective (training/stage2.py, relevance loss). Locality tasks are mostly the
+same site in another zone (`SAME_SITE_LOCALITY`), the hard case: a shared site name.
 """
 from __future__ import annotations
 
@@ -25,6 +31,8 @@ from bitgen_core.data import phrasing
 from bitgen_core.data.intents import Intent, sample_intent
 from bitgen_core.data.rules import RuleBook
 from bitgen_core.data.world import RESOURCES, World
+
+SAME_SITE_LOCALITY = 0.75   # share of site locality tasks in another zone of the same site
 
 
 @dataclass(frozen=True)
@@ -177,7 +185,7 @@ class EpisodeMaker:
             head = intent.place.partition(" ")[0]
             para_intent = replace(intent, place=f"{head} {para_loc}")
             # locality: the same site elsewhere, or any other job of that kind of place
-            if rng.random() < 0.5:
+            if rng.random() < SAME_SITE_LOCALITY:
                 where = f"in {rng.choice(self._locations(other_zone, site))}"
                 other, _ = sample_intent(self.world, self.book, rng, p_condition=0.1, env=base_env, place=where)
             else:
@@ -237,13 +245,26 @@ class EpisodeMaker:
                        restore_text=restore_text)
 
 
+def is_availability_key(key: str) -> bool:
+    """Availability facts are keyed "<robot>-status"; site facts "<zone>-<condition>"."""
+    return key.endswith("-status")
+
+
 def episode_records(ep: Episode, split: str) -> list[dict]:
     """Training records of one episode: the task with and without its fact, the paraphrases
     (task and fact), the unrelated task with the fact in force (locality), the task with a
     distractor fact beside its fact and alone (facts about other things change nothing), and
-    the robot back in service (the same key rewritten: the original answer returns)."""
-    fact = [ep.fact]
-    para_fact = [{"key": ep.fact["key"], "text": ep.fact_paraphrase}]
+    the robot back in service (the same key rewritten: the original answer returns).
+    Every fact gets `applies` (does it concern this record's task): the episode's own fact
+    and its restoration do; on the unrelated task only an availability fact does; a
+    distractor does if it is an availability fact (another robot out, everywhere) and not if
+    it is a condition in another zone."""
+    flag = lambda f, applies: {**f, "applies": bool(applies)}   # noqa: E731
+    fact = [flag(ep.fact, True)]
+    para_fact = [flag({"key": ep.fact["key"], "text": ep.fact_paraphrase}, True)]
+    unrelated_fact = [flag(ep.fact, ep.kind == "availability")]
+    distractor = (None if ep.distractor is None
+                  else flag(ep.distractor, is_availability_key(ep.distractor["key"])))
     base = {"image": None, "env": None, "image_decides": False, "split": split}
     rec = lambda tag, task, robots, facts, rationale: {   # noqa: E731
         **base, "id": f"{ep.id}-{tag}", "task": task, "robots": robots, "facts": facts, "rationale": rationale}
@@ -252,12 +273,12 @@ def episode_records(ep: Episode, split: str) -> list[dict]:
         rec("b", ep.task, ep.robots_before, [], ep.rationale_before),
         rec("p", ep.task_paraphrase, ep.robots_after, para_fact, ep.rationale_after),
         rec("q", ep.task, ep.robots_after, para_fact, ep.rationale_after),
-        rec("u", ep.unrelated_task, ep.unrelated_robots, fact, ep.rationale_unrelated),
+        rec("u", ep.unrelated_task, ep.unrelated_robots, unrelated_fact, ep.rationale_unrelated),
     ]
-    if ep.distractor is not None:
-        out.append(rec("d", ep.task_paraphrase, ep.robots_after, [ep.distractor] + fact, ep.rationale_after))
-        out.append(rec("x", ep.task, ep.robots_before, [ep.distractor], ep.rationale_before))
+    if distractor is not None:
+        out.append(rec("d", ep.task_paraphrase, ep.robots_after, [distractor] + fact, ep.rationale_after))
+        out.append(rec("x", ep.task, ep.robots_before, [distractor], ep.rationale_before))
     if ep.restore_text is not None:
-        out.append(rec("r", ep.task, ep.robots_before, [{"key": ep.fact["key"], "text": ep.restore_text}],
-                       ep.rationale_before))
+        out.append(rec("r", ep.task, ep.robots_before,
+                       [flag({"key": ep.fact["key"], "text": ep.restore_text}, True)], ep.rationale_before))
     return out

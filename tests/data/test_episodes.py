@@ -75,7 +75,53 @@ def test_episodes_carry_distractors_and_restorations_that_keep_the_original_answ
         recs = {r["id"].rsplit("-", 1)[1]: r for r in episode_records(ep, "train")}
         if ep.distractor is not None:
             assert recs["d"]["robots"] == ep.robots_after and len(recs["d"]["facts"]) == 2
-            assert recs["x"]["robots"] == ep.robots_before and recs["x"]["facts"] == [ep.distractor]
+            assert recs["x"]["robots"] == ep.robots_before and [{k: f[k] for k in ("key", "text")}
+                                                                       for f in recs["x"]["facts"]] == [ep.distractor]
             assert ep.distractor["key"] != ep.fact["key"]
         if ep.restore_text is not None:
             assert recs["r"]["robots"] == ep.robots_before and recs["r"]["facts"][0]["key"] == ep.fact["key"]
+
+
+def test_record_facts_say_whether_they_concern_the_task():
+    """`applies` labels the read's relevance target: the episode's fact (and its paraphrase,
+    its restoration) concerns its task; on the unrelated task only an availability fact does;
+    a distractor only if it is another robot's availability."""
+    from bitgen_core.data.episodes import is_availability_key
+    world, book = World.load(), RuleBook.load()
+    maker = EpisodeMaker(world, book)
+    seen = {"u_site": 0, "u_avail": 0, "distractor_site": 0}
+    for i in range(60):
+        ep = maker.make(random.Random(i), i)
+        recs = {r["id"].rsplit("-", 1)[1]: r for r in episode_records(ep, "train")}
+        for tag in ("a", "p", "q", "r"):
+            if tag in recs:
+                assert all(f["applies"] is True for f in recs[tag]["facts"]), tag
+        (u_fact,) = recs["u"]["facts"]
+        assert u_fact["applies"] is (ep.kind == "availability")
+        seen["u_avail" if ep.kind == "availability" else "u_site"] += 1
+        if ep.distractor is not None:
+            dis, own = recs["d"]["facts"]
+            assert own["applies"] is True and dis["text"] == ep.distractor["text"]
+            assert dis["applies"] is is_availability_key(ep.distractor["key"])
+            assert recs["x"]["facts"][0]["applies"] is dis["applies"]
+            seen["distractor_site"] += not dis["applies"]
+    assert all(v > 0 for v in seen.values()), seen
+
+
+def test_site_locality_tasks_are_mostly_the_same_site_elsewhere():
+    """Hard negatives: most site episodes' unrelated task is at the fact's site, another zone."""
+    from bitgen_core.data.episodes import SAME_SITE_LOCALITY
+    world, book = World.load(), RuleBook.load()
+    maker = EpisodeMaker(world, book)
+    sites = sorted({s for v in maker.spec["sites"].values() for s in v}, key=len, reverse=True)
+    bare = lambda s: s[4:] if s.startswith("the ") else s   # noqa: E731
+    same, n = 0, 0
+    for i in range(300):
+        ep = maker._site(random.Random(f"loc:{i}"), i)
+        if ep is None:
+            continue
+        site = next(bare(s) for s in sites if bare(s) in ep.fact["text"].lower())
+        n += 1
+        same += site in ep.unrelated_task.lower()
+    assert n >= 100
+    assert same / n >= SAME_SITE_LOCALITY - 0.1, (same, n)
