@@ -96,6 +96,19 @@ class EpisodicMemory(nn.Module):
         w = self.address(z, sample)
         return w @ memory, w
 
+    def read_coefficients(self, w_query: torch.Tensor, w_facts: torch.Tensor) -> torch.Tensor:
+        """Each written fact's weight in the read: a_i = w_q C^-1 w_i^T, (B, N).
+
+        w_query (B, K), w_facts (B, N, K) (zero rows for absent facts), C = lam I + W^T W. The
+        read decomposes exactly as z_r = lam w_q C^-1 M0 + sum_i a_i z_i, so a_i is how much of
+        fact i the query gets back: the deployment `read_with_facts` reports the same number.
+        Differentiable, so a loss can make the read selective (a -> 1 for facts that concern
+        the query, a -> 0 for the others)."""
+        eye = torch.eye(self.slots, dtype=w_facts.dtype, device=w_facts.device)
+        prec = self.prior_precision * eye + w_facts.transpose(1, 2) @ w_facts
+        sol = torch.linalg.solve(prec, w_query.unsqueeze(-1))          # (B, K, 1) = C^-1 w_q^T
+        return (w_facts @ sol).squeeze(-1)
+
     def addressing_kl(self, w_mean: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """KL(N(w_bar, sigma_w^2 I) || N(0, I)) per fact, averaged (Larimar's memory KL)."""
         var = max(self.address_std, 1e-8) ** 2

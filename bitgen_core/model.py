@@ -170,16 +170,27 @@ class BitGenModel(Generation, nn.Module):
         if isinstance(memory, EpisodicMemory):
             return memory.read_fact(z_query.detach().double()).to(z_query.dtype), kl
         if isinstance(memory, FactEpisodes):
-            b, n, lf = memory.ids.shape
-            present = memory.mask.any(-1)
-            z_facts = self.memory_key(self.encode_text(memory.ids.view(b * n, lf),
-                                                       memory.mask.view(b * n, lf))).view(b, n, -1)
-            memory_matrix, _, w = mem.write_episode(z_facts, present, sample=self.training)
-            kl = mem.addressing_kl(mem.address(z_facts), present)
-        else:
-            memory_matrix = memory
-        z_read, _ = mem.read(memory_matrix, z_query.unsqueeze(1), sample=self.training)
+            z_read, kl, _ = self.read_episodes(z_query, memory)
+            return z_read, kl
+        z_read, _ = mem.read(memory, z_query.unsqueeze(1), sample=self.training)
         return z_read.squeeze(1), kl
+
+    def read_episodes(self, z_query: torch.Tensor, facts: FactEpisodes):
+        """Training read: write each row's facts one-shot, read with its query.
+
+        -> (z_read (B, C), addressing KL, coefficients (B, N)): each fact's weight a_i in the
+        read (EpisodicMemory.read_coefficients, on the mean addresses; 0 for absent facts)."""
+        mem = self.memory
+        b, n, lf = facts.ids.shape
+        present = facts.mask.any(-1)
+        z_facts = self.memory_key(self.encode_text(facts.ids.view(b * n, lf),
+                                                   facts.mask.view(b * n, lf))).view(b, n, -1)
+        memory_matrix, _, _ = mem.write_episode(z_facts, present, sample=self.training)
+        w_facts = mem.address(z_facts) * present.unsqueeze(-1).to(z_facts.dtype)
+        kl = mem.addressing_kl(w_facts, present)
+        coef = mem.read_coefficients(mem.address(z_query), w_facts)
+        z_read, _ = mem.read(memory_matrix, z_query.unsqueeze(1), sample=self.training)
+        return z_read.squeeze(1), kl, coef
 
     def memory_tokens(self, z_read: torch.Tensor) -> torch.Tensor:
         """(B, C) memory read -> (B, n_memory_tokens, d) prefix tokens."""
@@ -284,19 +295,25 @@ class BitGenModel(Generation, nn.Module):
     def forward(self, task_ids, task_mask, images=None, memory=None, trace_ids=None, trace_mask=None,
                 image_tokens=None, image_mask=None, robot_emb=None) -> dict:
         """Batch forward for training and evaluation; returns a dict of tensors:
-        robot_logits (B, R), ponder_cost, steps (B,), state (B, d), memory_kl, and with
+        robot_logits (B, R), ponder_cost, steps (B,), state (B, d), memory_kl, memory_coef
+        (B, N) with FactEpisodes (each fact's weight in the read, else None), and with
         trace_ids: lm_loss (mean over trace tokens + EOS) and trace_logprobs (B, Ttrace+1)
         with trace_target (IGNORE where padded), as GRPO needs."""
         if images is not None:
             image_tokens = self.encode_image(images)
         z_query = self.memory_key(self.encode_text(task_ids, task_mask))
-        z_read, memory_kl = self.read_memory(z_query, memory)
+        memory_coef = None
+        if isinstance(memory, FactEpisodes):
+            z_read, memory_kl, memory_coef = self.read_episodes(z_query, memory)
+        else:
+            z_read, memory_kl = self.read_memory(z_query, memory)
         ids, sep_pos, trace_pos, tgt = self.layout(task_ids, task_mask, trace_ids, trace_mask)
         h, _, _ = self.prefill(ids, z_read, image_tokens, image_mask)
         sep_state = h[torch.arange(h.shape[0], device=h.device), sep_pos]
         logits, r = self.select_head(sep_state, robot_emb if robot_emb is not None else self.robot_embeddings())
         out = dict(robot_logits=logits, ponder_cost=r.ponder_cost, steps=r.steps, state=r.state,
-                   sep_state=sep_state, memory_kl=memory_kl, z_query=z_query, z_read=z_read)
+                   sep_state=sep_state, memory_kl=memory_kl, z_query=z_query, z_read=z_read,
+                   memory_coef=memory_coef)
         if trace_ids is not None:
             h_tr = h.gather(1, trace_pos.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
             logp = F.log_softmax(self.lm_head(h_tr).float(), dim=-1)

@@ -9,6 +9,13 @@ SFT, per batch of task records (docs/ARCHITECTURE.md "Data records"):
   task is read (`FactEpisodes`), so the model learns to use facts written at run time (the
   generator's memory episodes hold the same task with and without its fact, a paraphrase, and
   an unrelated task: efficacy, generalisation and locality are all in the data);
+- memory relevance: facts labelled `applies` (bitgen_core/data/episodes.py) train their
+  coefficient in the read, a_i = w_q C^-1 w_i^T, towards 1 if the fact concerns the task and
+  0 if not (squared error, `relevance_weight`). Without it the read is unselective: the
+  Larimar address is linear in the pooled text encodings, which share a large common
+  direction, so an unrelated task got about the same share of a fact as the task it
+  concerns (shipped model, dev memory cases: a ~0.6-1.2 for both) and locality could only
+  come from the backbone;
 - images: records with a scene feed its image tokens to the gated cross-attention; in
   image-decides records only the image tells the environment;
 - reasoning: Tiny-R1's ponder cost, and the trace LM loss on a sub-batch (the output layer is
@@ -114,11 +121,26 @@ class TaskBatches:
         ids, mask = self.tokens(texts, self.cfg.max_task_tokens)
         return FactEpisodes(ids.view(len(recs), n, -1), mask.view(len(recs), n, -1))
 
+    def relevance(self, recs) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Targets for the facts' read coefficients: (applies (B, N) 0/1, labelled (B, N)).
+
+        N as in `facts`; a fact without an `applies` flag (real data) is not labelled."""
+        if not any(r["facts"] for r in recs):
+            return None
+        n = min(self.max_facts, max(len(r["facts"]) for r in recs))
+        target, labelled = torch.zeros(len(recs), n), torch.zeros(len(recs), n, dtype=torch.bool)
+        for i, r in enumerate(recs):
+            for j, f in enumerate(r["facts"][:n]):
+                if isinstance(f.get("applies"), bool):
+                    target[i, j], labelled[i, j] = float(f["applies"]), True
+        return target, labelled
+
     def batch(self, idx: list[int], use_images: bool = True) -> dict:
         recs = [self.records[i] for i in idx]
         ids, mask = self.tokens([r["task"] for r in recs], self.cfg.max_task_tokens)
         it, im = self.images(recs, use_images)
         return dict(task_ids=ids, task_mask=mask, image_tokens=it, image_mask=im, memory=self.facts(recs),
+                    relevance=self.relevance(recs),
                     targets=self.targets[idx], traces=[self.traces[i] for i in idx], records=recs,
                     teacher=self.teacher[idx], has_teacher=self.has_teacher[idx])
 
@@ -136,6 +158,22 @@ def forward(model, b: dict, rows: list[int] | None = None, with_trace: bool = Fa
         kw = dict(trace_ids=torch.from_numpy(tr), trace_mask=torch.from_numpy(trm))
     return model(sel(b["task_ids"]), sel(b["task_mask"]), memory=mem, image_tokens=sel(b["image_tokens"]),
                  image_mask=sel(b["image_mask"]), **kw)
+
+
+def relevance_loss(coef: torch.Tensor | None, relevance) -> tuple[torch.Tensor, dict]:
+    """Squared error of the facts' read coefficients against `applies` (labelled facts only);
+    also the mean coefficient of facts that apply / do not (how selective the read is)."""
+    if coef is None or relevance is None or not bool(relevance[1].any()):
+        return torch.zeros(()), {}
+    target, labelled = relevance
+    err = (coef - target.to(coef.dtype)).pow(2)[labelled]
+    stats = {}
+    with torch.no_grad():
+        for name, want in (("coef_applies", 1.0), ("coef_other", 0.0)):
+            sel = labelled & (target == want)
+            if bool(sel.any()):
+                stats[name] = float(coef[sel].mean())
+    return err.mean(), stats
 
 
 def gather_features(model, record_sets: list[list[dict]], cfg: dict, d: C.Dist) -> dict:
@@ -207,6 +245,9 @@ def sft(model, head, train: TaskBatches, tcfg: dict, out: Path, d: C.Dist, log: 
             o = forward(model, b)
             sel = model.selector.loss(o["robot_logits"], b["targets"])
             loss = sel + model.config.ponder_weight * o["ponder_cost"] + float(tcfg["kl_weight"]) * o["memory_kl"]
+            rel, rel_stats = relevance_loss(o["memory_coef"], b["relevance"])
+            if float(tcfg.get("relevance_weight", 0)) > 0:
+                loss = loss + float(tcfg["relevance_weight"]) * rel
             dist_loss = torch.zeros(())
             if bool(b["has_teacher"].any()) and float(tcfg.get("distill_weight", 0)) > 0:
                 # keep the task state in MiniLM's space while it learns to select (stage 1's
@@ -227,9 +268,13 @@ def sft(model, head, train: TaskBatches, tcfg: dict, out: Path, d: C.Dist, log: 
             step += 1
             bar.update(1)
             for key, v in (("loss", loss), ("bce", sel), ("lm", lm), ("distill", dist_loss), ("ponder", o["ponder_cost"]),
-                           ("memory_kl", o["memory_kl"]), ("steps", o["steps"].mean())):
+                           ("memory_kl", o["memory_kl"]), ("steps", o["steps"].mean()), ("relevance", rel)):
                 acc.setdefault(key, []).append(float(v.detach()))
+            for key, v in rel_stats.items():
+                acc.setdefault(key, []).append(v)
             if step % int(tcfg["log_every"]) == 0 or step == steps:
+                for key in ("coef_applies", "coef_other"):    # same keys on every rank (DDP)
+                    acc.setdefault(key, [float("nan")])
                 m = C.all_mean({k: float(np.mean(v)) for k, v in acc.items()}, d)
                 m["lr"] = optimizer.param_groups[0]["lr"]
                 if step % int(tcfg["eval_every"]) == 0 or step == steps:

@@ -258,3 +258,28 @@ def test_checkpoint_load_refreshes_addressing_and_export_matches_training():
     nm = src.to_numpy()
     w_train = src.address(torch.from_numpy(z).float()).numpy()
     np.testing.assert_allclose(nm.address(z), w_train, atol=1e-5)
+
+
+def test_read_coefficients_are_the_deployment_weights_of_each_fact():
+    """a_i = w_q C^-1 w_i^T on a batched episode equals `read_with_facts`'s weight of fact i
+    after writing the same facts one by one; absent (zero-address) facts get 0."""
+    tm = EpisodicMemory(K, C, seed=15).double()
+    z = torch.from_numpy(facts(5, seed=16)).unsqueeze(0)               # (1, 5, C)
+    present = torch.tensor([[1, 1, 1, 0, 1]], dtype=torch.float64)
+    w = tm.address(z) * present.unsqueeze(-1)
+    q = torch.from_numpy(facts(1, seed=17)[0] + z[0, 1].numpy())
+    coef = tm.read_coefficients(tm.address(q)[None], w)[0]
+    assert coef[3] == 0
+    nm = tm.to_numpy()
+    for i in (0, 1, 2, 4):
+        nm.write(z[0, i].numpy(), f"f{i}")
+    _, used = nm.read_with_facts(q.numpy())
+    ref = {f.fact_id: f.weight for f in used}
+    for i in (0, 1, 2, 4):
+        assert float(coef[i]) == pytest.approx(ref[f"f{i}"], abs=1e-6)   # float32 addresser
+    assert int(coef.argmax()) == 1
+    # differentiable w.r.t. the query and the facts (what stage 2's relevance loss trains)
+    zq = q.clone().requires_grad_(True)
+    zf = z.clone().requires_grad_(True)
+    tm.read_coefficients(tm.address(zq)[None], tm.address(zf)).sum().backward()
+    assert zq.grad.abs().sum() > 0 and zf.grad.abs().sum() > 0

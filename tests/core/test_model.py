@@ -320,3 +320,35 @@ def test_export_pieces_run_in_onnxruntime_with_integer_bitlinear(tok):
         # 8 recurrent int8 steps: a rare rounding flip may move a logit a little, never far
         np.testing.assert_allclose(1 / (1 + np.exp(-got)), probs, atol=0.02)
     set_export_mode(model, False)
+
+
+def test_training_read_reports_each_facts_coefficient_and_the_prefix_sees_its_magnitude(tok):
+    """read_episodes returns a_i per fact (0 for padding) matching the deployment memory, and
+    with memory_read_norm=False (the presets) a read scaled by s moves the prefix by s times
+    as much: a weakly addressed fact is no longer normalised up to a full one."""
+    from bitgen_core.model import FactEpisodes
+    m = nano(tok).eval()
+    assert m.config.memory_read_norm is False and m.memory_prefix_proj.norm is None
+    ids, mask = m._tokens(["zone B of the warehouse is flooded", "the drone is grounded", ""], 16)
+    facts = FactEpisodes(ids.view(1, 3, -1), mask.view(1, 3, -1))
+    qids, qmask = m._tokens(["check the racking in zone B of the warehouse"], 16)
+    with torch.no_grad():
+        zq = m.memory_key(m.encode_text(qids, qmask))
+        z_read, _, coef = m.read_episodes(zq, facts)
+        out = m(qids, qmask, memory=facts)
+    assert coef.shape == (1, 3) and coef[0, 2] == 0
+    torch.testing.assert_close(out["memory_coef"], coef)
+    mem = m.new_memory()
+    mem.write(m.fact_encoding("zone B of the warehouse is flooded"), "a")
+    mem.write(m.fact_encoding("the drone is grounded"), "b")
+    _, used = mem.read_with_facts(zq[0].double())
+    ref = {f.fact_id: f.weight for f in used}
+    assert coef[0, 0].item() == pytest.approx(ref["a"], rel=1e-3, abs=1e-4)
+    assert coef[0, 1].item() == pytest.approx(ref["b"], rel=1e-3, abs=1e-4)
+    with torch.no_grad():
+        base = m.memory_tokens(torch.zeros(1, m.config.memory_dim))
+        d1 = m.memory_tokens(z_read) - base
+        d2 = m.memory_tokens(0.25 * z_read) - base
+    torch.testing.assert_close(d2, 0.25 * d1, rtol=0.05, atol=1e-4)   # int8 activation grid
+    legacy = BitGenModel(m.config.replace(memory_read_norm=True), tokenizer=m.tokenizer, pretrained=False)
+    assert legacy.memory_prefix_proj.norm is not None

@@ -56,6 +56,7 @@ def test_smoke_run_trains_sft_then_grpo_and_writes_outputs(corpus, tmp_path):
     assert phases.count("sft") == 2 and phases.count("grpo") == 2 and phases[-1] == "final"
     sft = [r for r in log if r["phase"] == "sft"]
     assert all(r["bce"] > 0 and r["lm"] > 0 and r["ponder"] >= 1 and r["distill"] > 0 for r in sft)
+    assert all("relevance" in r and "coef_applies" in r and "coef_other" in r for r in sft)
     assert all(0 <= r["well_formed"] <= 1 and "kl" in r for r in log if r["phase"] == "grpo")
     assert [r["elapsed_s"] for r in log] == sorted(r["elapsed_s"] for r in log)
     state = torch.load(tmp_path / "state.pt", weights_only=False)
@@ -98,3 +99,37 @@ def test_frozen_embeddings_train_only_the_special_rows():
     opt.step()
     changed = (model.embed.weight.detach() != before).any(1)
     assert changed[special].any() and set(changed.nonzero().flatten().tolist()) <= set(special)
+
+
+def test_relevance_targets_and_loss_follow_the_applies_flags():
+    """Each fact's read coefficient is trained towards its `applies` flag; facts without a
+    flag (real data) and padding are not labelled; the loss is the squared error."""
+    model = BitGenModel(__import__("bitgen_core.config", fromlist=["BitGenConfig"]).BitGenConfig.preset(
+        "nano", vision_kind="none"), pretrained=False)
+    recs = [
+        {"task": "pump out zone B", "robots": ["underwater"], "image": None, "facts": [
+            {"key": "x-status", "text": "the drone is grounded", "applies": True},
+            {"key": "zone-C-flooded", "text": "zone C is flooded", "applies": False}]},
+        {"task": "inspect the roof", "robots": ["drone"], "image": None, "facts": []},
+        {"task": "carry boxes", "robots": ["wheeled"], "image": None, "facts": [
+            {"key": "k", "text": "the aisle is blocked"}]},
+    ]
+    data = stage2.TaskBatches(recs, model, {}, 31)
+    target, labelled = data.batch([0, 1, 2])["relevance"]
+    assert target.tolist() == [[1, 0], [0, 0], [0, 0]]
+    assert labelled.tolist() == [[True, True], [False, False], [False, False]]
+    coef = torch.tensor([[0.5, 0.5], [9.0, 9.0], [9.0, 9.0]], requires_grad=True)
+    loss, stats = stage2.relevance_loss(coef, (target, labelled))
+    assert loss.item() == pytest.approx(0.25)
+    assert stats == {"coef_applies": 0.5, "coef_other": 0.5}
+    loss.backward()
+    assert coef.grad[1:].abs().sum() == 0 and coef.grad[0].tolist() == pytest.approx([-0.5, 0.5])
+    assert stage2.relevance_loss(None, (target, labelled))[0].item() == 0
+    assert data.batch([1])["relevance"] is None
+
+
+def test_generated_memory_records_train_the_read_selectively(corpus):
+    """The generated corpus labels its facts, both ways, so the loss has positives and negatives."""
+    recs = [r for r in rows(corpus / "train.jsonl") if r["facts"]]
+    flags = [f["applies"] for r in recs for f in r["facts"]]
+    assert recs and True in flags and False in flags
