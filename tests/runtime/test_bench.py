@@ -24,12 +24,18 @@ def test_bench_reports_every_target_with_the_machine(exported, tmp_path):
     assert r["stream"]["full"]["full_cache"] is True
     split = r["trace"]["per_token_ms"]
     assert split["head"] > 0 and split["step"] > 0 and split["backend"] == "numpy"
+    assert split["head_isolated"] > 0 and split["step_isolated"] > 0
+    trace = r["trace"]
+    assert trace["runs"] == 3 and trace["tokens"] > 0
+    # CPU time never exceeds the wall clock of the same single-threaded stream
+    assert trace["cpu_tokens_per_s"] >= trace["tokens_per_s"] * 0.99
     assert r["torch"]["p50_ms"] > 0
     assert r["bytes"]["packed_over_fp32"] < 1 / 8
     names = [t[0] for t in r["targets"]]
     assert len(names) == 10 and all(t[1] in (True, False) for t in r["targets"])
     md = (tmp_path / "b.md").read_text()
     assert "| target | result | figure |" in md and "AVX2" in md and "output head / decode step" in md
+    assert "tokens/s of CPU time" in md
 
 
 def test_peak_rss_of_the_child_is_its_own_not_the_parents(exported):
