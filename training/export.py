@@ -276,8 +276,12 @@ def _ensure_all_ternary_external(proto: onnx.ModelProto, name: str) -> None:
 
 
 def export_model(model, out_dir: str | os.PathLike, model_id: str | None = None,
-                 overwrite: bool = False) -> dict:
+                 overwrite: bool = False, int8_vision: bool = False) -> dict:
     """Write the runtime model directory for `model` (a BitGenModel) and return its manifest.
+
+    `int8_vision`: quantize the float EfficientNet part of vision.onnx to int8 afterwards
+    (training/quantize_vision.py, its default seeded calibration), before the directory is
+    moved into place.
 
     The directory is built in a temporary sibling and renamed into place, so an interrupted
     export never leaves a half-written model where the runtime looks for one."""
@@ -291,6 +295,9 @@ def export_model(model, out_dir: str | os.PathLike, model_id: str | None = None,
         model.eval()
         set_export_mode(model, True)
         manifest = _write_directory(model, stage, model_id)
+        if int8_vision:
+            from training.quantize_vision import quantize_directory
+            manifest = quantize_directory(stage)
         if out.exists():
             shutil.rmtree(out)
         os.replace(stage, out)
@@ -430,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--model-id", help="id recorded in the manifest (default: bitgen-<preset>-<weights hash>)")
     ap.add_argument("--force", action="store_true", help="replace an existing model directory")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the export")
+    ap.add_argument("--int8-vision", action="store_true",
+                    help="quantize the float vision backbone to int8 (training/quantize_vision.py)")
     return ap
 
 
@@ -439,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     from bitgen_core.model import BitGenModel
     try:
         model = BitGenModel.load(args.checkpoint)
-        manifest = export_model(model, args.out, args.model_id, overwrite=args.force)
+        manifest = export_model(model, args.out, args.model_id, overwrite=args.force,
+                                int8_vision=args.int8_vision)
     except BitGenError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -85,12 +85,16 @@ def sha256_file(path: Path) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
-def write_manifest(model_dir: str | os.PathLike, model_id: str) -> dict:
+def write_manifest(model_dir: str | os.PathLike, model_id: str, only=None) -> dict:
+    """List every file of the directory (or, with `only`, just those relative paths: an
+    in-place upgrade keeps out what the export did not list, e.g. a MODEL_CARD.md added later
+    and still edited by hand)."""
     d = Path(model_dir)
     files = {}
+    only = None if only is None else set(only)
     for p in sorted(d.rglob("*")):
         rel = p.relative_to(d).as_posix()
-        if p.is_file() and rel != MANIFEST:
+        if p.is_file() and rel != MANIFEST and (only is None or rel in only):
             digest, size = sha256_file(p)
             files[rel] = {"sha256": digest, "bytes": size}
     manifest = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "model_id": model_id,
