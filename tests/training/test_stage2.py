@@ -133,3 +133,28 @@ def test_generated_memory_records_train_the_read_selectively(corpus):
     recs = [r for r in rows(corpus / "train.jsonl") if r["facts"]]
     flags = [f["applies"] for r in recs for f in r["facts"]]
     assert recs and True in flags and False in flags
+
+
+def test_fp32_twin_stays_full_precision_through_checkpoints_and_init(corpus, tmp_path):
+    """`model.overrides.quantize=false` (issue 4's fp32 twin): the saved config says so, every
+    BitLinear runs F.linear on the latent weights after a save/load, and a stage continued
+    from that checkpoint (`init=`, as stage 2 continues stage 1) is still the fp32 twin."""
+    from bitgen_core.quant import bitlinear_layers
+    fast = ("sft.steps=2", "grpo.steps=0", "model.vision_options=null")
+    first, second = tmp_path / "a", tmp_path / "b"
+    stage2.main(overrides(corpus, first, *fast, "model.overrides={vision_kind: none, quantize: false}"))
+    stage2.main(overrides(corpus, second, *fast, f"init={first}/model.pt"))
+    for out in (first, second):
+        ckpt = torch.load(out / "model.pt", map_location="cpu", weights_only=False)
+        assert ckpt["config"]["quantize"] is False
+        model = BitGenModel.load(out / "model.pt").eval()
+        layers = bitlinear_layers(model)
+        assert layers and all(not m.quantize for _, m in layers)
+        _, layer = layers[0]
+        x = torch.randn(3, layer.in_features)
+        with torch.no_grad():
+            fp = layer(x)
+            assert torch.allclose(fp, torch.nn.functional.linear(layer.norm(x), layer.weight, layer.bias))
+            layer.quantize = True
+            assert not torch.allclose(fp, layer(x), atol=1e-3)
+            layer.quantize = False
