@@ -13,10 +13,11 @@ What it does (onnxruntime.quantization, nothing hand-rolled):
    matrix, RMSNorm, int8 absmax activations, ternary MatMulInteger) is left exactly as exported.
    Weights int8 per output channel with `reduce_range` (7 bits): this CPU is AVX2 without VNNI,
    where onnxruntime's u8 x s8 kernels add pairs of products in int16 with saturation (255 x 127
-   x 2 > 32767); with 7-bit weights a pair cannot saturate. Measured on models/default: 8-bit
-   weights on the convolutions fed by ReLU6 outputs cut the feature error from 0.147 to 0.107
-   when the QDQ graph is emulated in float, but to only 0.144 (max 0.26) through the real
-   kernels, i.e. they saturate (scripts/vision_quant_ablation.py). Activations uint8 per tensor, MinMax calibrated.
+   x 2 > 32767); with 7-bit weights a pair cannot saturate. Measured on models/default
+   (scripts/vision_quant_ablation.py, pooled-feature relative error, mean/max over 100 renders):
+   7-bit 0.149/0.200 through the real kernels and 0.149/0.208 emulated (Q/DQ as float ops);
+   8-bit weights on the convolutions fed by ReLU6 outputs 0.106/0.136 emulated but 0.141/0.257
+   through the real kernels, i.e. they saturate. Activations uint8 per tensor, MinMax calibrated.
    The first FLOAT_CONVS convolutions (the 112x112 stem and blocks 0-1 of EfficientNet-Lite0)
    stay float: quantizing the stem alone costs more token accuracy than all of blocks 2-15
    together (held-out renders, scripts/vision_quant_ablation.py), and keeping them float costs
