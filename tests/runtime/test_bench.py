@@ -29,7 +29,10 @@ def test_bench_reports_every_target_with_the_machine(exported, tmp_path):
     assert trace["runs"] == 3 and trace["tokens"] > 0
     # CPU time never exceeds the wall clock of the same single-threaded stream
     assert trace["cpu_tokens_per_s"] >= trace["tokens_per_s"] * 0.99
-    assert r["torch"]["p50_ms"] > 0
+    assert r["torch"]["p50_ms"] > 0 and r["torch"]["fixed_p50_ms"] > 0 and r["torch"]["weights"] == "checkpoint"
+    assert r["fixed"]["p50_ms"] > 0
+    speed = next(t for t in r["targets"] if t[0].startswith(">= 5x faster"))
+    assert "on the same work" in speed[2] and "select as called" in speed[2]
     assert r["bytes"]["packed_over_fp32"] < 1 / 8
     names = [t[0] for t in r["targets"]]
     assert len(names) == 10 and all(t[1] in (True, False) for t in r["targets"])
@@ -46,3 +49,12 @@ def test_peak_rss_of_the_child_is_its_own_not_the_parents(exported):
     del ballast
     assert "error" not in r, r
     assert r["rss_after_load_mb"] <= r["peak_rss_mb"] < 400
+
+
+def test_torch_comparison_without_a_checkpoint_uses_the_directorys_architecture(exported):
+    """No checkpoint: the torch side is the model directory's own architecture (config,
+    catalog, tokenizer) with random weights, timed on the same fixed work."""
+    r = bench._run_child("torch", "--model", str(exported.directory), "--n", "2")
+    assert "error" not in r, r
+    assert r["fixed_p50_ms"] > 0 and "random weights" in r["weights"]
+    assert "p50_ms" not in r      # `select as called` needs the trained weights
