@@ -51,6 +51,15 @@ class BitGenConfig:
     # coefficient a_i = w_q C^-1 w_i^T), so a weakly related fact moved the prefix as much as
     # a relevant one. The presets set False: the prefix sees the read as it is.
     memory_read_norm: bool = True
+    # Relevance gate on the read (0 = the plain linear Larimar read, what checkpoints before it
+    # were trained with). The read is z_r = lam w C^-1 M0 + sum_i a_i z_i with a_i = w C^-1 w_i^T
+    # a least-squares coefficient, i.e. a bilinear similarity of the query's and the fact's
+    # encodings. A site fact applies when zone AND site match; a bilinear form of additive
+    # encodings cannot express that conjunction (the same site in another zone keeps the
+    # site's share of a_i). With a gate k > 0 each fact enters as g(a_i) z_i,
+    # g(a) = sigmoid(k (a - t)): a fact counts only once its coefficient clears t.
+    memory_gate: float = 0.0
+    memory_gate_threshold: float = 0.5
     # --- vision -------------------------------------------------------------------------
     vision_kind: str = "efficientnet_lite0"
     n_image_tokens: int = 16
@@ -119,6 +128,7 @@ class BitGenConfig:
              f"sink cache ({self.n_sink} + {self.window}); raise window")
         need(self.n_memory_slots > 0 and self.memory_dim > 0, "memory sizes must be positive")
         need(self.n_memory_tokens >= 1, "n_memory_tokens must be at least 1")
+        need(self.memory_gate >= 0, "memory_gate must be >= 0 (0: linear read)")
         need(self.vision_kind in VISION_KINDS,
              f"vision_kind {self.vision_kind!r} is not one of {', '.join(VISION_KINDS)}")
         side = int(round(self.n_image_tokens ** 0.5))
@@ -215,9 +225,12 @@ def _coerce(key: str, type_name: str, value):
 # small when there is compute to spare. Memory/selector sizes scale with the width.
 PRESETS: dict[str, dict] = {
     "nano": dict(d_model=64, n_layers=2, n_heads=2, memory_dim=64, n_memory_slots=16,
-                 n_memory_tokens=2, n_image_tokens=9, robot_embed_dim=32, memory_read_norm=False),
+                 n_memory_tokens=2, n_image_tokens=9, robot_embed_dim=32, memory_read_norm=False,
+                 memory_gate=12.0),
     "tiny": dict(d_model=128, n_layers=4, n_heads=4, memory_dim=128, n_memory_slots=32,
-                 n_memory_tokens=4, n_image_tokens=16, robot_embed_dim=64, memory_read_norm=False),
+                 n_memory_tokens=4, n_image_tokens=16, robot_embed_dim=64, memory_read_norm=False,
+                 memory_gate=12.0),
     "small": dict(d_model=256, n_layers=6, n_heads=8, memory_dim=256, n_memory_slots=64,
-                  n_memory_tokens=4, n_image_tokens=16, robot_embed_dim=128, memory_read_norm=False),
+                  n_memory_tokens=4, n_image_tokens=16, robot_embed_dim=128, memory_read_norm=False,
+                  memory_gate=12.0),
 }

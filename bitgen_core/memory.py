@@ -21,7 +21,8 @@ N(M0, lam^-1 I (x) I) for those who want to regularise the memory itself.
 
 Deployment (single facts, float64, same state as `EpisodicMemoryNP`): `write`, `forget`,
 `read`, `read_with_facts`, `save`/`load` (.npz files interchangeable with the numpy twin),
-`to_numpy()`.
+`to_numpy()`. With `gate` > 0 the read is gated per fact (memory_np module doc): training
+uses `read_gated`, deployment `read_fact` / `read_with_facts`, the numpy twin the same.
 """
 
 from __future__ import annotations
@@ -39,10 +40,14 @@ from .memory_np import FactContribution
 class EpisodicMemory(nn.Module):
     def __init__(self, slots: int, dim: int, prior_precision: float = 1e-3,
                  address_ridge: float = 1e-6, address_std: float = 0.1, seed: int = 0,
-                 learn_prior_mean: bool = True):
+                 learn_prior_mean: bool = True, gate: float = 0.0, gate_threshold: float = 0.5):
         super().__init__()
         if prior_precision <= 0:
             raise ValueError("prior_precision must be > 0 so that C_0 = lam*I is invertible")
+        if gate < 0:
+            raise ValueError("gate sharpness must be >= 0 (0: linear read)")
+        # relevance gate of the read (memory_np module doc): fact i enters as g(a_i) z_i
+        self.gate, self.gate_threshold = float(gate), float(gate_threshold)
         self.slots, self.dim = slots, dim
         self.prior_precision, self.address_ridge = float(prior_precision), float(address_ridge)
         self.address_std = float(address_std)
@@ -108,6 +113,23 @@ class EpisodicMemory(nn.Module):
         prec = self.prior_precision * eye + w_facts.transpose(1, 2) @ w_facts
         sol = torch.linalg.solve(prec, w_query.unsqueeze(-1))          # (B, K, 1) = C^-1 w_q^T
         return (w_facts @ sol).squeeze(-1)
+
+    def gate_fn(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.gate * (a - self.gate_threshold))
+
+    def read_gated(self, w_query: torch.Tensor, w_facts: torch.Tensor, z_facts: torch.Tensor,
+                   present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gated training read of B episodes: z_r = lam w_q C^-1 M0 + sum_i g(a_i) z_i.
+
+        w_query (B, K), w_facts (B, N, K) (zero rows for absent facts), z_facts (B, N, C),
+        present (B, N) -> (z_read (B, C), a (B, N)). Same numbers as the deployment read."""
+        eye = torch.eye(self.slots, dtype=w_facts.dtype, device=w_facts.device)
+        prec = self.prior_precision * eye + w_facts.transpose(1, 2) @ w_facts
+        sol = torch.linalg.solve(prec, w_query.unsqueeze(-1))          # (B, K, 1)
+        a = (w_facts @ sol).squeeze(-1)
+        prior = self.prior_precision * (sol.transpose(1, 2) @ self.prior_mean.to(w_query.dtype)).squeeze(1)
+        g = self.gate_fn(a) * present.to(a.dtype)
+        return prior + (g.unsqueeze(1) @ z_facts).squeeze(1), a
 
     def addressing_kl(self, w_mean: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """KL(N(w_bar, sigma_w^2 I) || N(0, I)) per fact, averaged (Larimar's memory KL)."""
@@ -181,19 +203,35 @@ class EpisodicMemory(nn.Module):
     @torch.no_grad()
     def read_fact(self, z) -> torch.Tensor:
         """Deployment read of one query (C,) or (Q, C) against the written facts."""
-        return torch.as_tensor(z, dtype=torch.float64) @ self._p64 @ self.state_memory
+        w = torch.as_tensor(z, dtype=torch.float64) @ self._p64
+        if self.gate <= 0 or not self._facts:
+            return w @ self.state_memory
+        return self._gated(w)[0]
+
+    def _gated(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gated deployment read of addresses w (K,) or (Q, K) -> (z_r, a (N,) or (Q, N))."""
+        zf = torch.stack([self._facts[i] for i in self.fact_ids])
+        wf = zf @ self._p64
+        sol = torch.linalg.solve(self.state_precision, torch.atleast_2d(w).T)    # (K, Q)
+        a = (wf @ sol).T
+        prior = self.prior_precision * sol.T @ self.prior_mean.detach().double()
+        out = prior + torch.sigmoid(self.gate * (a - self.gate_threshold)) @ zf
+        return (out[0], a[0]) if w.dim() == 1 else (out, a)
 
     @torch.no_grad()
     def read_with_facts(self, z, top_k: int | None = None,
                         min_similarity: float = -1.0) -> tuple[torch.Tensor, list[FactContribution]]:
         z = self._check(z)
         w = z @ self._p64
-        out = w @ self.state_memory
         if not self._facts:
-            return out, []
+            return w @ self.state_memory, []
         ids = self.fact_ids
         wf = torch.stack([self._facts[i] for i in ids]) @ self._p64
-        weights = wf @ torch.linalg.solve(self.state_precision, w)
+        if self.gate > 0:
+            out, weights = self._gated(w)
+        else:
+            out = w @ self.state_memory
+            weights = wf @ torch.linalg.solve(self.state_precision, w)
         sims = (wf @ w) / (wf.norm(dim=1) * w.norm()).clamp(min=1e-12)
         facts = [FactContribution(i, float(s), float(a)) for i, s, a in zip(ids, sims, weights)
                  if s >= min_similarity]
@@ -208,6 +246,7 @@ class EpisodicMemory(nn.Module):
             "prior_mean": self.prior_mean.detach().double().numpy(),
             "prior_precision": np.array(self.prior_precision),
             "address_ridge": np.array(self.address_ridge),
+            "gate": np.array(self.gate), "gate_threshold": np.array(self.gate_threshold),
             "memory": self.state_memory.numpy(), "precision": self.state_precision.numpy(),
             "fact_ids": np.array(ids, dtype=np.str_),
             "fact_z": (torch.stack([self._facts[i] for i in ids]).numpy() if ids
@@ -227,6 +266,7 @@ class EpisodicMemory(nn.Module):
         self.keys.copy_(torch.from_numpy(mem.keys))
         self.prior_mean.copy_(torch.from_numpy(mem.prior_mean))
         self.prior_precision, self.address_ridge = mem.prior_precision, mem.address_ridge
+        self.gate, self.gate_threshold = mem.gate, mem.gate_threshold
         self._refresh()
         self._keys64 = mem.keys  # keep the file's float64 keys: reads must match the file exactly
         self._p64 = torch.from_numpy(memory_np.addressing_matrix(mem.keys, mem.address_ridge))

@@ -21,6 +21,13 @@ The math (shared with the torch twin `memory.EpisodicMemory`, tested to agree):
   each stored fact's weight a_i in the read and its addressing similarity cos(w, w_i), which
   is what the runtime shows as "memory facts used".
 
+- Relevance gate (optional, `gate` k > 0, threshold t): the read becomes
+      z_r = lam w C^-1 M0 + sum_i g(a_i) z_i,   g(a) = sigmoid(k (a - t)),
+  so a stored fact enters the read only once its coefficient a_i clears t. a_i is a bilinear
+  similarity of query and fact (linear addressing), which cannot express "zone AND site
+  match"; the gate turns "a_i well above vs. below t" into "in vs. out". k = 0 is the plain
+  read above. Write/forget and the stored state are unchanged; only the read differs.
+
 Capacity: up to min(K, C) facts with linearly independent addresses are recalled almost
 exactly (shrinkage lam / (lam + sigma_min(W)^2)); beyond that the memory superposes.
 Writing an id that already exists replaces that fact (forget, then write).
@@ -53,6 +60,12 @@ def addressing_matrix(keys: np.ndarray, ridge: float) -> np.ndarray:
     return np.linalg.solve(gram, keys).T
 
 
+def gate(a: np.ndarray, sharpness: float, threshold: float) -> np.ndarray:
+    """g(a) = sigmoid(k (a - t)), numerically stable."""
+    x = sharpness * (np.asarray(a, np.float64) - threshold)
+    return np.exp(-np.logaddexp(0.0, -x))
+
+
 def least_squares_memory(keys, prior_mean, prior_precision, address_ridge, z) -> np.ndarray:
     """Closed-form regularised least-squares memory of the facts z (N x C), as a reference."""
     z = np.atleast_2d(np.asarray(z, dtype=np.float64))
@@ -73,7 +86,8 @@ class EpisodicMemoryNP:
     """Deployment memory: write / forget / read single facts, save / load as .npz."""
 
     def __init__(self, keys: np.ndarray, prior_mean: np.ndarray | None = None,
-                 prior_precision: float = 1e-3, address_ridge: float = 1e-6):
+                 prior_precision: float = 1e-3, address_ridge: float = 1e-6,
+                 gate: float = 0.0, gate_threshold: float = 0.5):
         self.keys = np.asarray(keys, dtype=np.float64)
         k, c = self.keys.shape
         self.prior_mean = (np.zeros((k, c)) if prior_mean is None
@@ -82,8 +96,16 @@ class EpisodicMemoryNP:
             raise ValueError("prior_precision must be > 0 so that C_0 = lam*I is invertible")
         self.prior_precision = float(prior_precision)
         self.address_ridge = float(address_ridge)
+        if gate < 0:
+            raise ValueError("gate sharpness must be >= 0 (0: linear read)")
+        self.gate, self.gate_threshold = float(gate), float(gate_threshold)
         self._p = addressing_matrix(self.keys, self.address_ridge)
         self.reset()
+
+    def fresh(self) -> "EpisodicMemoryNP":
+        """An empty memory with the same keys, prior and read (gate)."""
+        return EpisodicMemoryNP(self.keys, self.prior_mean, self.prior_precision, self.address_ridge,
+                                self.gate, self.gate_threshold)
 
     @classmethod
     def create(cls, slots: int, dim: int, seed: int = 0, **kw) -> "EpisodicMemoryNP":
@@ -144,20 +166,39 @@ class EpisodicMemoryNP:
             self.reset()
 
     def read(self, z: np.ndarray) -> np.ndarray:
-        """z_r = w M for one query (C,) or a batch (Q, C)."""
-        return self.address(z) @ self.memory
+        """z_r for one query (C,) or a batch (Q, C): w M, or the gated read (module doc)."""
+        w = self.address(z)
+        if self.gate <= 0 or not self._facts:
+            return w @ self.memory
+        return self._gated(w, self.address(self._fact_matrix()))[0]
+
+    def _fact_matrix(self) -> np.ndarray:
+        return np.stack([self._facts[i] for i in self.fact_ids])
+
+    def _gated(self, w: np.ndarray, wf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Gated read of addresses w (C,) or (Q, K) against the facts' addresses wf (N, K)
+        -> (z_r, coefficients a (N,) or (Q, N))."""
+        sol = np.linalg.solve(self.precision, np.atleast_2d(w).T)          # C^-1 w^T, (K, Q)
+        a = (wf @ sol).T                                                    # (Q, N)
+        prior = self.prior_precision * sol.T @ self.prior_mean              # lam w C^-1 M0
+        out = prior + gate(a, self.gate, self.gate_threshold) @ self._fact_matrix()
+        return (out[0], a[0]) if np.ndim(w) == 1 else (out, a)
 
     def read_with_facts(self, z: np.ndarray, top_k: int | None = None,
                         min_similarity: float = -1.0) -> tuple[np.ndarray, list[FactContribution]]:
-        """Read one query and report the stored facts that contributed, most similar first."""
+        """Read one query and report the stored facts that contributed, most similar first.
+        `weight` is a_i (ungated; the gate's g(a_i) is what the read used when gate > 0)."""
         z = self._check(z)
         w = self.address(z)
-        out = w @ self.memory
         if not self._facts:
-            return out, []
+            return w @ self.memory, []
         ids = self.fact_ids
-        wf = self.address(np.stack([self._facts[i] for i in ids]))   # (N, K)
-        weights = wf @ np.linalg.solve(self.precision, w)             # a_i = w C^-1 w_i^T
+        wf = self.address(self._fact_matrix())                        # (N, K)
+        if self.gate > 0:
+            out, weights = self._gated(w, wf)
+        else:
+            out = w @ self.memory
+            weights = wf @ np.linalg.solve(self.precision, w)         # a_i = w C^-1 w_i^T
         sims = (wf @ w) / np.maximum(np.linalg.norm(wf, axis=1) * np.linalg.norm(w), 1e-12)
         facts = [FactContribution(i, float(s), float(a)) for i, s, a in zip(ids, sims, weights)
                  if s >= min_similarity]
@@ -172,6 +213,7 @@ class EpisodicMemoryNP:
             "keys": self.keys, "prior_mean": self.prior_mean,
             "prior_precision": np.array(self.prior_precision),
             "address_ridge": np.array(self.address_ridge),
+            "gate": np.array(self.gate), "gate_threshold": np.array(self.gate_threshold),
             "memory": self.memory, "precision": self.precision,
             "fact_ids": np.array(ids, dtype=np.str_),
             "fact_z": (np.stack([self._facts[i] for i in ids]) if ids
@@ -188,7 +230,9 @@ class EpisodicMemoryNP:
         if version != FORMAT_VERSION:
             raise ValueError(f"memory file format {version} unsupported (expected {FORMAT_VERSION})")
         mem = cls(state["keys"], state["prior_mean"], float(state["prior_precision"]),
-                  float(state["address_ridge"]))
+                  float(state["address_ridge"]),
+                  float(state["gate"]) if "gate" in state else 0.0,          # older files: linear read
+                  float(state["gate_threshold"]) if "gate_threshold" in state else 0.5)
         ids, fz = [str(i) for i in state["fact_ids"]], np.asarray(state["fact_z"], np.float64)
         if len(ids) != len(fz) or len(set(ids)) != len(ids):
             raise ValueError("memory file corrupt: fact ids and encodings do not match")

@@ -112,7 +112,8 @@ class BitGenModel(Generation, nn.Module):
             with torch.no_grad():
                 self.embed.weight.copy_(torch.from_numpy(minilm_init_embeddings(cfg.d_model, cfg.vocab_size)))
         # 3. episodic memory: pooled text -> z (C); a read -> n_memory_tokens prefix tokens
-        self.memory = EpisodicMemory(cfg.n_memory_slots, cfg.memory_dim)
+        self.memory = EpisodicMemory(cfg.n_memory_slots, cfg.memory_dim, gate=cfg.memory_gate,
+                                     gate_threshold=cfg.memory_gate_threshold)
         self.memory_key = BitLinear(cfg.d_model, cfg.memory_dim)
         # no input norm by default: the read's magnitude carries the facts' relevance (config)
         self.memory_prefix_proj = BitLinear(cfg.memory_dim, cfg.n_memory_tokens * cfg.d_model,
@@ -185,10 +186,15 @@ class BitGenModel(Generation, nn.Module):
         present = facts.mask.any(-1)
         z_facts = self.memory_key(self.encode_text(facts.ids.view(b * n, lf),
                                                    facts.mask.view(b * n, lf))).view(b, n, -1)
-        memory_matrix, _, _ = mem.write_episode(z_facts, present, sample=self.training)
-        w_facts = mem.address(z_facts) * present.unsqueeze(-1).to(z_facts.dtype)
+        keep = present.unsqueeze(-1).to(z_facts.dtype)
+        w_facts = mem.address(z_facts) * keep
         kl = mem.addressing_kl(w_facts, present)
         coef = mem.read_coefficients(mem.address(z_query), w_facts)
+        if mem.gate > 0:     # gated read (memory_np module doc), addresses sampled as in a write
+            z_read, _ = mem.read_gated(mem.address(z_query, self.training),
+                                       mem.address(z_facts, self.training) * keep, z_facts, present)
+            return z_read, kl, coef
+        memory_matrix, _, _ = mem.write_episode(z_facts, present, sample=self.training)
         z_read, _ = mem.read(memory_matrix, z_query.unsqueeze(1), sample=self.training)
         return z_read.squeeze(1), kl, coef
 

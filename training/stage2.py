@@ -10,12 +10,12 @@ SFT, per batch of task records (docs/ARCHITECTURE.md "Data records"):
   generator's memory episodes hold the same task with and without its fact, a paraphrase, and
   an unrelated task: efficacy, generalisation and locality are all in the data);
 - memory relevance: facts labelled `applies` (bitgen_core/data/episodes.py) train their
-  coefficient in the read, a_i = w_q C^-1 w_i^T, towards 1 if the fact concerns the task and
-  0 if not (squared error, `relevance_weight`). Without it the read is unselective: the
-  Larimar address is linear in the pooled text encodings, which share a large common
-  direction, so an unrelated task got about the same share of a fact as the task it
-  concerns (shipped model, dev memory cases: a ~0.6-1.2 for both) and locality could only
-  come from the backbone;
+  coefficient in the read, a_i = w_q C^-1 w_i^T, and the read's gate g(a_i) (config
+  memory_gate) towards 1 if the fact concerns the task and 0 if not (`relevance_weight`).
+  Without it the read is unselective: the Larimar address is linear in the pooled text
+  encodings, which share a large common direction, so an unrelated task got about the same
+  share of a fact as the task it concerns (shipped model, dev memory cases: a ~0.6-1.2 for
+  both) and locality could only come from the backbone;
 - images: records with a scene feed its image tokens to the gated cross-attention; in
   image-decides records only the image tells the environment;
 - reasoning: Tiny-R1's ponder cost, and the trace LM loss on a sub-batch (the output layer is
@@ -160,20 +160,27 @@ def forward(model, b: dict, rows: list[int] | None = None, with_trace: bool = Fa
                  image_mask=sel(b["image_mask"]), **kw)
 
 
-def relevance_loss(coef: torch.Tensor | None, relevance) -> tuple[torch.Tensor, dict]:
-    """Squared error of the facts' read coefficients against `applies` (labelled facts only);
-    also the mean coefficient of facts that apply / do not (how selective the read is)."""
+def relevance_loss(coef: torch.Tensor | None, relevance, gate: float = 0.0,
+                   threshold: float = 0.5) -> tuple[torch.Tensor, dict]:
+    """Loss of the facts' read coefficients against `applies` (labelled facts only): with a
+    read gate (k > 0) the BCE of the gate g(a) = sigmoid(k (a - t)) itself, so the gate is
+    trained to let the facts that apply in and keep the others out; without one the squared
+    error of a against 0/1. Also the mean coefficient of facts that apply / do not."""
     if coef is None or relevance is None or not bool(relevance[1].any()):
         return torch.zeros(()), {}
     target, labelled = relevance
-    err = (coef - target.to(coef.dtype)).pow(2)[labelled]
+    target = target.to(coef.dtype)
+    if gate > 0:
+        err = F.binary_cross_entropy_with_logits(gate * (coef - threshold), target, reduction="none")
+    else:
+        err = (coef - target).pow(2)
     stats = {}
     with torch.no_grad():
         for name, want in (("coef_applies", 1.0), ("coef_other", 0.0)):
             sel = labelled & (target == want)
             if bool(sel.any()):
                 stats[name] = float(coef[sel].mean())
-    return err.mean(), stats
+    return err[labelled].mean(), stats
 
 
 def gather_features(model, record_sets: list[list[dict]], cfg: dict, d: C.Dist) -> dict:
@@ -245,7 +252,8 @@ def sft(model, head, train: TaskBatches, tcfg: dict, out: Path, d: C.Dist, log: 
             o = forward(model, b)
             sel = model.selector.loss(o["robot_logits"], b["targets"])
             loss = sel + model.config.ponder_weight * o["ponder_cost"] + float(tcfg["kl_weight"]) * o["memory_kl"]
-            rel, rel_stats = relevance_loss(o["memory_coef"], b["relevance"])
+            rel, rel_stats = relevance_loss(o["memory_coef"], b["relevance"], model.memory.gate,
+                                            model.memory.gate_threshold)
             if float(tcfg.get("relevance_weight", 0)) > 0:
                 loss = loss + float(tcfg["relevance_weight"]) * rel
             dist_loss = torch.zeros(())

@@ -69,8 +69,7 @@ class RuntimeMemory:
         return None if self.store is None else self.store.last_recovery
 
     def _fresh(self) -> EpisodicMemoryNP:
-        m = self._base
-        return EpisodicMemoryNP(m.keys, m.prior_mean, m.prior_precision, m.address_ridge)
+        return self._base.fresh()     # same keys, prior and read gate as the exported memory
 
     def _file_stamp(self):
         try:

@@ -283,3 +283,50 @@ def test_read_coefficients_are_the_deployment_weights_of_each_fact():
     zf = z.clone().requires_grad_(True)
     tm.read_coefficients(tm.address(zq)[None], tm.address(zf)).sum().backward()
     assert zq.grad.abs().sum() > 0 and zf.grad.abs().sum() > 0
+
+
+def test_gated_read_is_the_same_in_numpy_torch_deployment_and_torch_training():
+    """With a gate k > 0: z_r = lam w C^-1 M0 + sum_i sigmoid(k (a_i - t)) z_i, identical in the
+    numpy twin, the torch deployment memory and the batched training read; gate 0 is the
+    plain read w M; save/load keeps the gate and an older file without it reads linearly."""
+    tm = EpisodicMemory(K, C, seed=18, gate=12.0, gate_threshold=0.5).double()
+    with torch.no_grad():
+        tm.prior_mean.normal_(std=0.1)
+    tm.reset()
+    z = facts(3, seed=19)
+    for i, zi in enumerate(z):
+        tm.write(zi, f"f{i}")
+    nm = tm.to_numpy()
+    assert (nm.gate, nm.gate_threshold) == (12.0, 0.5)
+    q = np.stack([z[0] + 0.05 * facts(1, seed=20)[0], facts(1, seed=21)[0]])
+    w = nm.address(q)
+    wf = nm.address(z)
+    a = (wf @ np.linalg.solve(nm.precision, w.T)).T
+    prior = nm.prior_precision * np.linalg.solve(nm.precision, w.T).T @ nm.prior_mean
+    g = 1 / (1 + np.exp(-12.0 * (a - 0.5)))
+    expect = prior + g @ z
+    np.testing.assert_allclose(nm.read(q), expect, atol=1e-8)
+    np.testing.assert_allclose(tm.read_fact(q).numpy(), expect, atol=1e-8)
+    out, used = nm.read_with_facts(q[0])
+    np.testing.assert_allclose(out, expect[0], atol=1e-8)
+    assert {f.fact_id: f.weight for f in used}["f0"] == pytest.approx(a[0, 0], abs=1e-8)
+    np.testing.assert_allclose(tm.read_with_facts(q[0])[0].numpy(), expect[0], atol=1e-8)
+    # training read: padded episodes, the absent fact gets no share
+    zt = torch.from_numpy(np.concatenate([z, np.zeros((1, C))]))[None]
+    present = torch.tensor([[1, 1, 1, 0]], dtype=torch.bool)
+    wt = tm.address(zt) * present.unsqueeze(-1)
+    z_read, a_t = tm.read_gated(tm.address(torch.from_numpy(q[:1])), wt, zt, present)
+    np.testing.assert_allclose(z_read[0].detach().numpy(), expect[0], atol=1e-6)
+    np.testing.assert_allclose(a_t[0, :3].detach().numpy(), a[0], atol=1e-6)
+    # the gate keeps a fact addressed below the threshold out of the read
+    assert a[0, 0] > 0.9 and g[0, 0] > 0.99
+    # persistence: the gate survives save/load; a file without it is the linear read
+    state = nm.state()
+    again = EpisodicMemoryNP.from_state(state)
+    np.testing.assert_allclose(again.read(q), expect, atol=1e-10)
+    legacy = EpisodicMemoryNP.from_state({k: v for k, v in state.items() if not k.startswith("gate")})
+    assert legacy.gate == 0
+    np.testing.assert_allclose(legacy.read(q), w @ nm.memory, atol=1e-10)
+    assert nm.fresh().gate == 12.0 and len(nm.fresh()) == 0
+    with pytest.raises(ValueError):
+        EpisodicMemoryNP.create(K, C, gate=-1.0)

@@ -352,3 +352,8 @@ def test_training_read_reports_each_facts_coefficient_and_the_prefix_sees_its_ma
     torch.testing.assert_close(d2, 0.25 * d1, rtol=0.05, atol=1e-4)   # int8 activation grid
     legacy = BitGenModel(m.config.replace(memory_read_norm=True), tokenizer=m.tokenizer, pretrained=False)
     assert legacy.memory_prefix_proj.norm is not None
+    # the presets gate the read; eval-mode training read == the deployment read of the same facts
+    assert m.memory.gate > 0
+    torch.testing.assert_close(z_read[0].double(), mem.read_fact(zq[0].double()), rtol=1e-4, atol=1e-5)
+    linear = BitGenModel(m.config.replace(memory_gate=0.0), tokenizer=m.tokenizer, pretrained=False)
+    assert linear.memory.gate == 0 and linear.new_memory().to_numpy().gate == 0

@@ -95,3 +95,25 @@ def test_corrupt_store_is_moved_aside_with_recover(exported, tmp_path):
     rt = BitGenRuntime.load(exported.directory, memory_path=path, recover_memory=True)
     assert rt.memory.last_recovery and rt.memory.list() == []
     assert list(tmp_path.glob("m.json.corrupt-*"))
+
+
+def test_exported_memory_keeps_the_read_gate_and_reads_like_the_torch_model(exported):
+    """The preset's relevance gate travels in memory.npz; the runtime's read of a stored fact
+    (replayed into a fresh memory) equals the torch model's deployment read."""
+    import torch
+
+    from bitgen_core.model import BitGenModel
+    model = BitGenModel.load(exported.checkpoint)
+    rt = BitGenRuntime.load(exported.directory)
+    assert rt.memory._base.gate == model.config.memory_gate > 0
+    fact, task = "zone B of the warehouse is flooded", "check the racking in zone B of the warehouse"
+    assert rt.memory.write("zone_b", fact).success
+    assert rt.memory._mem.gate == model.config.memory_gate
+    mem = model.new_memory()
+    mem.write(model.fact_encoding(fact), "zone_b")
+    with torch.no_grad():
+        ids, mask = model._tokens([task], model.config.max_task_tokens)
+        z_q = model.memory_key(model.encode_text(ids, mask))[0]
+    ref = mem.read_fact(z_q.double()).numpy()
+    got, _ = rt.memory.read(rt._encode_ids(rt.tokenizer.encode(task, rt.config.max_task_tokens)))
+    np.testing.assert_allclose(got, ref, atol=1e-3 * max(1.0, np.abs(ref).max()))

@@ -126,6 +126,12 @@ def test_relevance_targets_and_loss_follow_the_applies_flags():
     assert coef.grad[1:].abs().sum() == 0 and coef.grad[0].tolist() == pytest.approx([-0.5, 0.5])
     assert stage2.relevance_loss(None, (target, labelled))[0].item() == 0
     assert data.batch([1])["relevance"] is None
+    # with a read gate the loss is the BCE of g(a) = sigmoid(k (a - t)) against the flags
+    a = torch.tensor([[0.9, 0.2], [9.0, 9.0], [9.0, 9.0]])
+    loss, _ = stage2.relevance_loss(a, (target, labelled), gate=12.0, threshold=0.5)
+    expect = torch.nn.functional.binary_cross_entropy_with_logits(
+        12.0 * (torch.tensor([0.9, 0.2]) - 0.5), torch.tensor([1.0, 0.0]))
+    assert loss.item() == pytest.approx(expect.item(), rel=1e-6)
 
 
 def test_generated_memory_records_train_the_read_selectively(corpus):
