@@ -18,6 +18,8 @@ Parts (every figure one thread; ratios are int8 / float from this same run):
             (all are image-decides records), top-1 agreement int8 vs float, max |prob diff|;
             plus the dev tasks each paired with --pairs rendered scenes of their environment
             family for a larger agreement sample
+  preprocess  where `preprocess` spends its time on a 640x480 frame (Pillow steps, the
+            normalising table) and an alternative per-channel path checked for identical output
   rss       fresh process per configuration: RSS added by creating the vision session and by
             running it (psutil), float vs int8, with and without onnxruntime's arena and
             memory pattern
@@ -146,6 +148,49 @@ def part_dev(fdir, qdir, dev_path, pairs):
     return out
 
 
+def part_preprocess(runs):
+    """Where `preprocess` spends its time on a 640x480 frame, and whether an alternative
+    Pillow path gives the identical network input for less."""
+    from PIL import Image
+
+    from bitgen_core.data.render import DEV_SEED_BASE, render_scene
+    from bitgen_core.image_preprocess import (EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, _normalise_table,
+                                              preprocess)
+    scene = render_scene("road", DEV_SEED_BASE - 17).image
+    frame = np.ascontiguousarray(np.asarray(Image.fromarray(scene).resize((640, 480))))
+    lut = _normalise_table(EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD)
+    im = Image.fromarray(frame)
+    small = im.resize((224, 224), Image.BILINEAR)
+    rgb = np.asarray(small)
+
+    def table():
+        out = np.empty((3, 224, 224), np.float32)
+        for c in range(3):
+            np.take(lut[c], rgb[..., c], out=out[c])
+
+    def per_channel_l():
+        out = np.empty((3, 224, 224), np.float32)
+        for c, ch in enumerate(im.split()):
+            np.take(lut[c], np.asarray(ch.resize((224, 224), Image.BILINEAR)), out=out[c])
+        return out
+
+    steps = {"total": lambda: preprocess(frame), "fromarray": lambda: Image.fromarray(frame),
+             "resize": lambda: im.resize((224, 224), Image.BILINEAR), "asarray": lambda: np.asarray(small),
+             "normalise_table": table, "alt_per_channel_L_total": per_channel_l}
+    out = {}
+    for name, f in steps.items():
+        for _ in range(5):
+            f()
+        ts = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t)
+        out[f"{name}_ms"] = float(np.median(ts) * 1e3)
+    out["alt_per_channel_L_identical"] = bool(np.array_equal(per_channel_l(), preprocess(frame)))
+    return out
+
+
 _RSS_CHILD = r"""
 import json, os, sys
 sys.path.insert(0, {repo!r})
@@ -196,7 +241,7 @@ def main(argv=None) -> int:
     ap.add_argument("--heldout-seed", type=int, default=None)
     ap.add_argument("--pairs", type=int, default=2, help="rendered scenes per dev task (agreement sample)")
     ap.add_argument("--dev", default=str(REPO / "data" / "dev" / "tasks.jsonl"))
-    ap.add_argument("--parts", default="latency,tokens,dev,rss")
+    ap.add_argument("--parts", default="latency,preprocess,tokens,dev,rss")
     ap.add_argument("--json", help="write the results here too")
     args = ap.parse_args(argv)
     from training.quantize_vision import HELDOUT_SEED, quantize_directory
@@ -221,6 +266,8 @@ def main(argv=None) -> int:
                                         args.heldout_seed if args.heldout_seed is not None else HELDOUT_SEED)
             elif part == "dev":
                 res[part] = part_dev(args.float_dir, qdir, args.dev, args.pairs)
+            elif part == "preprocess":
+                res[part] = part_preprocess(max(args.runs, 100))
             elif part == "rss":
                 res[part] = part_rss(args.float_dir, qdir)
             else:
