@@ -15,7 +15,9 @@ SFT, per batch of task records (docs/ARCHITECTURE.md "Data records"):
   Without it the read is unselective: the Larimar address is linear in the pooled text
   encodings, which share a large common direction, so an unrelated task got about the same
   share of a fact as the task it concerns (shipped model, dev memory cases: a ~0.6-1.2 for
-  both) and locality could only come from the backbone;
+  both) and locality could only come from the backbone. `relevance_batch` > 0 adds, each
+  step, that many memory-episode records for this loss alone (the selection batch holds
+  only a few facts that do not apply);
 - images: records with a scene feed its image tokens to the gated cross-attention; in
   image-decides records only the image tells the environment;
 - reasoning: Tiny-R1's ponder cost, and the trace LM loss on a sub-batch (the output layer is
@@ -183,6 +185,15 @@ def relevance_loss(coef: torch.Tensor | None, relevance, gate: float = 0.0,
     return err[labelled].mean(), stats
 
 
+def read_coefficients(model, b: dict) -> torch.Tensor | None:
+    """The facts' read coefficients of a batch's tasks, without the prefill and selector
+    (what the relevance batch needs: text encodings, memory key, the episode read)."""
+    if b["memory"] is None:
+        return None
+    z_query = model.memory_key(model.encode_text(b["task_ids"], b["task_mask"]))
+    return model.read_episodes(z_query, b["memory"])[2]
+
+
 def gather_features(model, record_sets: list[list[dict]], cfg: dict, d: C.Dist) -> dict:
     paths = [r["image"] for recs in record_sets for r in recs if r["image"]]
     if not paths or model.vision is None:
@@ -236,6 +247,9 @@ def sft(model, head, train: TaskBatches, tcfg: dict, out: Path, d: C.Dist, log: 
     sampler = DistributedSampler(range(len(train)), num_replicas=d.world, rank=d.rank, shuffle=True, seed=seed)
     per_epoch = max(1, len(sampler) // bs)
     trace_rows = [i for i, t in enumerate(train.traces) if t]
+    rel_bs = int(tcfg.get("relevance_batch", 0) or 0)
+    rel_rows = [i for i, r in enumerate(train.records)
+                if any(isinstance(f.get("applies"), bool) for f in r["facts"])] if rel_bs else []
     bar = C.progress(steps, "stage2 sft", d, initial=start_step)
     max_s = float(tcfg.get("max_minutes", 0) or 0) * 60
     acc: dict[str, list] = {}
@@ -254,6 +268,12 @@ def sft(model, head, train: TaskBatches, tcfg: dict, out: Path, d: C.Dist, log: 
             loss = sel + model.config.ponder_weight * o["ponder_cost"] + float(tcfg["kl_weight"]) * o["memory_kl"]
             rel, rel_stats = relevance_loss(o["memory_coef"], b["relevance"], model.memory.gate,
                                             model.memory.gate_threshold)
+            if rel_rows:     # a batch of memory-episode records for the read's relevance alone
+                rb = train.batch(random.Random(f"{seed}:{d.rank}:relevance:{step}").sample(
+                    rel_rows, min(rel_bs, len(rel_rows))))
+                rel_extra, rel_stats = relevance_loss(read_coefficients(model, rb), rb["relevance"],
+                                                      model.memory.gate, model.memory.gate_threshold)
+                rel = rel + rel_extra
             if float(tcfg.get("relevance_weight", 0)) > 0:
                 loss = loss + float(tcfg["relevance_weight"]) * rel
             dist_loss = torch.zeros(())

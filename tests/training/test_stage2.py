@@ -57,6 +57,7 @@ def test_smoke_run_trains_sft_then_grpo_and_writes_outputs(corpus, tmp_path):
     sft = [r for r in log if r["phase"] == "sft"]
     assert all(r["bce"] > 0 and r["lm"] > 0 and r["ponder"] >= 1 and r["distill"] > 0 for r in sft)
     assert all("relevance" in r and "coef_applies" in r and "coef_other" in r for r in sft)
+    assert all(r["relevance"] > 0 for r in sft)     # smoke.yaml: relevance_batch 4
     assert all(0 <= r["well_formed"] <= 1 and "kl" in r for r in log if r["phase"] == "grpo")
     assert [r["elapsed_s"] for r in log] == sorted(r["elapsed_s"] for r in log)
     state = torch.load(tmp_path / "state.pt", weights_only=False)
@@ -164,3 +165,16 @@ def test_fp32_twin_stays_full_precision_through_checkpoints_and_init(corpus, tmp
             layer.quantize = True
             assert not torch.allclose(fp, layer(x), atol=1e-3)
             layer.quantize = False
+
+
+def test_relevance_batch_reads_the_same_coefficients_as_the_full_forward(corpus):
+    """read_coefficients (the relevance batch's cheap path) == forward()'s memory_coef."""
+    from bitgen_core.catalog import RobotCatalog
+    from bitgen_core.config import BitGenConfig
+    model = BitGenModel(BitGenConfig.preset("nano", vision_kind="none"), pretrained=False).eval()
+    recs = [r for r in stage2.load_split(corpus / "train.jsonl", RobotCatalog.load()) if r["facts"]][:6]
+    data = stage2.TaskBatches(recs, model, {}, 31)
+    b = data.batch(list(range(len(recs))), use_images=False)
+    with torch.no_grad():
+        torch.testing.assert_close(stage2.read_coefficients(model, b), stage2.forward(model, b)["memory_coef"])
+        assert stage2.read_coefficients(model, {**b, "memory": None}) is None
