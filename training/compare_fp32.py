@@ -93,6 +93,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", required=True)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    ap.add_argument("--logs", nargs=2, metavar=("TERNARY_METRICS", "FP32_METRICS"),
+                    help="the two runs' stage-2 metrics.jsonl: their evaluations side by side, step by step")
     args = ap.parse_args(argv)
 
     systems = load_systems(args)
@@ -133,12 +135,35 @@ def main(argv=None) -> dict:
         cases = E.load_memory_cases(args.memory_cases, catalog)
         for name, s in systems.items():
             result["memory"][name] = E.evaluate_memory(s, cases)[1]
+    if args.logs:
+        result["training_evals"] = training_evals(*args.logs)
     (out / "comparison.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
     with (out / "predictions.jsonl").open("w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
     print(markdown(result))
     return result
+
+
+EVAL_KEYS = ("dev_top1", "dev_recall_at_3", "dev_f1", "dev_image_with_top1", "dev_image_without_top1",
+             "val_top1", "heldout_top1")
+
+
+def training_evals(ternary_log: str, fp32_log: str) -> list[dict]:
+    """Stage 2's own torch evaluations (metrics.jsonl rows with dev_top1) of both runs, by step."""
+    def evals(path):
+        rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+        return {(r["step"], r["phase"]): r for r in rows if "dev_top1" in r}
+    a, b = evals(ternary_log), evals(fp32_log)
+    out = []
+    for key in sorted(set(a) & set(b), key=lambda k: (k[0], k[1] == "final")):
+        row = {"step": key[0], "phase": key[1]}
+        for k in EVAL_KEYS:
+            if k in a[key] and k in b[key]:
+                row[k] = {"ternary": a[key][k], "fp32": b[key][k], "diff_points": 100 * (a[key][k] - b[key][k])}
+        row["elapsed_s"] = {"ternary": a[key].get("elapsed_s"), "fp32": b[key].get("elapsed_s")}
+        out.append(row)
+    return out
 
 
 def markdown(result: dict) -> str:
@@ -155,6 +180,12 @@ def markdown(result: dict) -> str:
         lines += ["", "| memory (system) | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
         for name, m in result["memory"].items():
             lines.append(f"| {name} | " + " | ".join(f"{m[k]:.3f}" if m[k] is not None else "-" for k in keys) + " |")
+    if result.get("training_evals"):
+        lines += ["", "| stage-2 eval (step) | " + " | ".join(f"{k} ternary / fp32" for k in EVAL_KEYS) + " |",
+                  "|---|" + "---|" * len(EVAL_KEYS)]
+        for row in result["training_evals"]:
+            lines.append(f"| {row['step']} {row['phase']} | " + " | ".join(
+                f"{row[k]['ternary']:.4f} / {row[k]['fp32']:.4f}" if k in row else "-" for k in EVAL_KEYS) + " |")
     return "\n".join(lines)
 
 

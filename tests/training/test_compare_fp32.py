@@ -68,3 +68,17 @@ def test_swapped_checkpoints_are_refused(checkpoints, tmp_path):
     with pytest.raises(SystemExit, match="quantize"):
         CF.main(["--ternary", str(checkpoints / "fp32.pt"), "--fp32", str(checkpoints / "ternary.pt"),
                  "--dev", str(FIX / "dev_tasks.jsonl"), "--out", str(tmp_path / "x")])
+
+
+def test_training_evals_pair_the_two_logs_by_step(tmp_path):
+    def log(path, dev):
+        rows = [{"step": 10, "phase": "sft", "loss": 1.0},
+                {"step": 20, "phase": "sft", "dev_top1": dev, "val_top1": 0.9},
+                {"step": 20, "phase": "final", "dev_top1": dev, "val_top1": 0.9}]
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        return str(path)
+    rows = CF.training_evals(log(tmp_path / "t.jsonl", 0.80), log(tmp_path / "f.jsonl", 0.75))
+    assert [(r["step"], r["phase"]) for r in rows] == [(20, "sft"), (20, "final")]
+    assert rows[0]["dev_top1"]["diff_points"] == pytest.approx(5.0)
+    assert "dev_image_with_top1" not in rows[0]
+    assert "20 final" in CF.markdown({"paired": {}, "memory": {}, "training_evals": rows})
