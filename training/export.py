@@ -195,6 +195,17 @@ def _constants_to_initializers(proto: onnx.ModelProto) -> None:
     graph.node.extend(keep)
 
 
+def point_at_packed(init, layer: str) -> None:
+    """Make an int8 initializer an external reference to the packed weights of `layer`
+    (the runtime hands the decoded array in at load, see runtime/sessions.py)."""
+    init.ClearField("raw_data")
+    init.ClearField("int32_data")
+    init.data_location = onnx.TensorProto.EXTERNAL
+    del init.external_data[:]
+    entry = init.external_data.add()
+    entry.key, entry.value = "location", f"{PACKED_PREFIX}{layer}.t2"
+
+
 def _externalize_ternary(proto: onnx.ModelProto, packed_by_bytes: dict[bytes, list[str]]) -> list[dict]:
     """Point every int8 ternary initializer at its packed file instead of embedding it.
 
@@ -209,12 +220,7 @@ def _externalize_ternary(proto: onnx.ModelProto, packed_by_bytes: dict[bytes, li
         if not layers:
             continue
         layer = layers[0]
-        init.ClearField("raw_data")
-        init.ClearField("int32_data")
-        init.data_location = onnx.TensorProto.EXTERNAL
-        del init.external_data[:]
-        entry = init.external_data.add()
-        entry.key, entry.value = "location", f"{PACKED_PREFIX}{layer}.t2"
+        point_at_packed(init, layer)
         used.append({"initializer": init.name, "layer": layer, "shape": list(arr.shape)})
     return used
 

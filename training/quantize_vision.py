@@ -52,6 +52,7 @@ from onnx import numpy_helper  # noqa: E402
 
 from bitgen_core.errors import BitGenError  # noqa: E402
 from bitgen_core.runtime.manifest import PACKED_PREFIX, decode_t2, read_manifest, write_manifest  # noqa: E402
+from training.export import point_at_packed  # noqa: E402
 
 CALIBRATION_IMAGES = 64
 CALIBRATION_SEED = 20261125
@@ -114,12 +115,7 @@ def externalize_packed(proto: onnx.ModelProto, packed: dict[str, str], model_dir
         q, _ = decode_t2((model_dir / "weights" / f"{layer}.t2").read_bytes(), f"weights/{layer}.t2")
         if not np.array_equal(numpy_helper.to_array(init), np.ascontiguousarray(q.T)):
             raise BitGenError(f"quantized vision graph changed the ternary weights of {layer}")
-        init.ClearField("raw_data")
-        init.ClearField("int32_data")
-        init.data_location = onnx.TensorProto.EXTERNAL
-        del init.external_data[:]
-        entry = init.external_data.add()
-        entry.key, entry.value = "location", f"{PACKED_PREFIX}{layer}.t2"
+        point_at_packed(init, layer)
         seen.add(init.name)
     missing = set(packed) - seen
     if missing:
