@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DistributedSampler
 
+from bitgen_core.data.episodes import is_availability_key
 from bitgen_core.data.loaders import load_task_records
 from bitgen_core.data.rules import parse_rationale
 from bitgen_core.model import FactEpisodes
@@ -84,8 +85,9 @@ class TaskBatches:
     """Task records -> padded tensors for one step (tokenised on the fly; fast tokenizers)."""
 
     def __init__(self, records: list[dict], model, feats: dict, trace_tokens: int, max_facts: int = 4,
-                 teacher: dict | None = None):
+                 teacher: dict | None = None, relevance_availability: bool = True):
         self.records, self.model, self.feats = records, model, feats
+        self.relevance_availability = relevance_availability   # False: label site facts only
         self.tok, self.cfg, self.catalog = model.tokenizer, model.config, model.catalog
         self.max_facts = max_facts
         self.targets = torch.tensor([self.catalog.multi_hot(r["robots"]) for r in records])
@@ -133,6 +135,8 @@ class TaskBatches:
         target, labelled = torch.zeros(len(recs), n), torch.zeros(len(recs), n, dtype=torch.bool)
         for i, r in enumerate(recs):
             for j, f in enumerate(r["facts"][:n]):
+                if not self.relevance_availability and is_availability_key(f["key"]):
+                    continue
                 if isinstance(f.get("applies"), bool):
                     target[i, j], labelled[i, j] = float(f["applies"]), True
         return target, labelled
@@ -249,7 +253,7 @@ def sft(model, head, train: TaskBatches, tcfg: dict, out: Path, d: C.Dist, log: 
     trace_rows = [i for i, t in enumerate(train.traces) if t]
     rel_bs = int(tcfg.get("relevance_batch", 0) or 0)
     rel_rows = [i for i, r in enumerate(train.records)
-                if any(isinstance(f.get("applies"), bool) for f in r["facts"])] if rel_bs else []
+                if bool(train.relevance([r]) and train.relevance([r])[1].any())] if rel_bs else []
     bar = C.progress(steps, "stage2 sft", d, initial=start_step)
     max_s = float(tcfg.get("max_minutes", 0) or 0) * 60
     acc: dict[str, list] = {}
@@ -351,7 +355,8 @@ def main(argv=None) -> dict:
     feats = gather_features(model, [train_recs, *eval_recs.values()], cfg, d)
     trace_tokens = int(cfg.get("trace_tokens", 31))
     teacher = C.minilm_table(C.resolve(dcfg["text_cache"])) if dcfg.get("text_cache") else {}
-    train = TaskBatches(train_recs, model, feats, trace_tokens, int(tcfg.get("max_facts", 4)), teacher)
+    train = TaskBatches(train_recs, model, feats, trace_tokens, int(tcfg.get("max_facts", 4)), teacher,
+                        bool(tcfg.get("relevance_availability", True)))
     evals = {k: TaskBatches(v, model, feats, trace_tokens) for k, v in eval_recs.items()}
     head = torch.nn.Linear(model.config.d_model, 384)      # projection to MiniLM's space (not exported)
     C.broadcast_parameters(head, d)

@@ -127,6 +127,9 @@ def test_relevance_targets_and_loss_follow_the_applies_flags():
     assert coef.grad[1:].abs().sum() == 0 and coef.grad[0].tolist() == pytest.approx([-0.5, 0.5])
     assert stage2.relevance_loss(None, (target, labelled))[0].item() == 0
     assert data.batch([1])["relevance"] is None
+    # relevance_availability=False: availability facts ("-status" keys) are not labelled
+    site_only = stage2.TaskBatches(recs, model, {}, 31, relevance_availability=False)
+    assert site_only.batch([0])["relevance"][1].tolist() == [[False, True]]
     # with a read gate the loss is the BCE of g(a) = sigmoid(k (a - t)) against the flags
     a = torch.tensor([[0.9, 0.2], [9.0, 9.0], [9.0, 9.0]])
     loss, _ = stage2.relevance_loss(a, (target, labelled), gate=12.0, threshold=0.5)
