@@ -51,15 +51,16 @@ def load_inputs(dev: Path, memory_cases: Path | None, n: int) -> list[dict]:
     return out[:n]
 
 
-def _image(root: Path, rel: str | None):
-    if not rel:
+def _image(path: str | None):
+    """The record's image (the loader has resolved its path against the record file)."""
+    if not path:
         return None
     from PIL import Image
-    with Image.open(root / rel) as im:
+    with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
 
 
-def measure(model, rt, inputs: list[dict], image_root: Path, traces: int = 0) -> dict:
+def measure(model, rt, inputs: list[dict], traces: int = 0) -> dict:
     """Run every input through both; returns the figures and the per-input differences."""
     import torch
     rows, same_trace, n_trace = [], 0, 0
@@ -76,7 +77,7 @@ def measure(model, rt, inputs: list[dict], image_root: Path, traces: int = 0) ->
                 if not res.success:
                     raise RuntimeError(f"runtime refused fact {key!r}: {res.message}")
             stored = x["facts"]
-        image = _image(image_root, x["image"])
+        image = _image(x["image"])
         with torch.no_grad():
             ref = model.select(x["task"], image, memory=mem, trace_tokens=32 if n_trace < traces else 0)
         sel = rt.select(x["task"], image, max_trace_tokens=32 if n_trace < traces else 0)
@@ -123,7 +124,7 @@ def main(argv=None) -> int:
     dev = Path(a.dev)
     inputs = load_inputs(dev, Path(a.memory_cases) if a.memory_cases else None, a.n)
     t = time.perf_counter()
-    r = measure(model, rt, inputs, dev.parent, a.traces)
+    r = measure(model, rt, inputs, a.traces)
     r.update(checkpoint=a.checkpoint, model_dir=a.model_dir, model_id=rt.model_id,
              seconds=round(time.perf_counter() - t, 1))
     ok_n = r["n"] >= 200

@@ -38,8 +38,10 @@ def test_inputs_cover_images_and_facts(tmp_path):
     assert len(parity.load_inputs(dev, mem, 4)) == 4
 
 
-def test_the_export_of_a_checkpoint_agrees_with_it(exported, tmp_path):
+def test_the_export_of_a_checkpoint_agrees_with_it(exported, tmp_path, monkeypatch):
     dev, mem = _dev(tmp_path)
+    monkeypatch.chdir(tmp_path)      # a relative --dev path, as in the documented command
+    dev, mem = dev.relative_to(tmp_path), mem.relative_to(tmp_path)
     out = tmp_path / "parity.json"
     rc = parity.main(["--checkpoint", str(exported.checkpoint), "--model-dir", str(exported.directory),
                       "--dev", str(dev), "--memory-cases", str(mem), "--traces", "3", "--out-json", str(out)])
