@@ -57,7 +57,7 @@ train: train-data
 	$(TRAIN_PY) training/stage2.py --config training/configs/stage2.yaml
 
 model: train
-	$(TRAIN_PY) training/export.py --checkpoint runs/stage2/model.pt --out models/default --force --int8-vision
+	$(TRAIN_PY) training/export.py --checkpoint runs/stage2/model.pt --out models/default --force
 	$(TRAIN_PY) training/evaluate.py --model-dir models/default --dev data/dev/tasks.jsonl \
 	    --memory-cases data/dev/memory_cases.jsonl --train-data runs/data/corpus \
 	    --heldout runs/data/corpus/heldout.jsonl --out reports/eval \
