@@ -109,10 +109,14 @@ class EpisodicMemory(nn.Module):
         fact i the query gets back: the deployment `read_with_facts` reports the same number.
         Differentiable, so a loss can make the read selective (a -> 1 for facts that concern
         the query, a -> 0 for the others)."""
+        return self._episode_solve(w_query, w_facts)[1]
+
+    def _episode_solve(self, w_query: torch.Tensor, w_facts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(C^-1 w_q^T (B, K, 1), a (B, N)) for B one-shot episodes, C = lam I + W^T W."""
         eye = torch.eye(self.slots, dtype=w_facts.dtype, device=w_facts.device)
         prec = self.prior_precision * eye + w_facts.transpose(1, 2) @ w_facts
-        sol = torch.linalg.solve(prec, w_query.unsqueeze(-1))          # (B, K, 1) = C^-1 w_q^T
-        return (w_facts @ sol).squeeze(-1)
+        sol = torch.linalg.solve(prec, w_query.unsqueeze(-1))
+        return sol, (w_facts @ sol).squeeze(-1)
 
     def gate_fn(self, a: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.gate * (a - self.gate_threshold))
@@ -123,10 +127,7 @@ class EpisodicMemory(nn.Module):
 
         w_query (B, K), w_facts (B, N, K) (zero rows for absent facts), z_facts (B, N, C),
         present (B, N) -> (z_read (B, C), a (B, N)). Same numbers as the deployment read."""
-        eye = torch.eye(self.slots, dtype=w_facts.dtype, device=w_facts.device)
-        prec = self.prior_precision * eye + w_facts.transpose(1, 2) @ w_facts
-        sol = torch.linalg.solve(prec, w_query.unsqueeze(-1))          # (B, K, 1)
-        a = (w_facts @ sol).squeeze(-1)
+        sol, a = self._episode_solve(w_query, w_facts)
         prior = self.prior_precision * (sol.transpose(1, 2) @ self.prior_mean.to(w_query.dtype)).squeeze(1)
         g = self.gate_fn(a) * present.to(a.dtype)
         return prior + (g.unsqueeze(1) @ z_facts).squeeze(1), a
@@ -206,16 +207,16 @@ class EpisodicMemory(nn.Module):
         w = torch.as_tensor(z, dtype=torch.float64) @ self._p64
         if self.gate <= 0 or not self._facts:
             return w @ self.state_memory
-        return self._gated(w)[0]
-
-    def _gated(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gated deployment read of addresses w (K,) or (Q, K) -> (z_r, a (N,) or (Q, N))."""
         zf = torch.stack([self._facts[i] for i in self.fact_ids])
-        wf = zf @ self._p64
+        return self._gated(w, zf, zf @ self._p64)[0]
+
+    def _gated(self, w: torch.Tensor, zf: torch.Tensor, wf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gated deployment read of addresses w (K,) or (Q, K) against the facts zf (N, C)
+        with addresses wf (N, K) -> (z_r, a (N,) or (Q, N))."""
         sol = torch.linalg.solve(self.state_precision, torch.atleast_2d(w).T)    # (K, Q)
         a = (wf @ sol).T
         prior = self.prior_precision * sol.T @ self.prior_mean.detach().double()
-        out = prior + torch.sigmoid(self.gate * (a - self.gate_threshold)) @ zf
+        out = prior + self.gate_fn(a) @ zf
         return (out[0], a[0]) if w.dim() == 1 else (out, a)
 
     @torch.no_grad()
@@ -226,9 +227,10 @@ class EpisodicMemory(nn.Module):
         if not self._facts:
             return w @ self.state_memory, []
         ids = self.fact_ids
-        wf = torch.stack([self._facts[i] for i in ids]) @ self._p64
+        zf = torch.stack([self._facts[i] for i in ids])
+        wf = zf @ self._p64
         if self.gate > 0:
-            out, weights = self._gated(w)
+            out, weights = self._gated(w, zf, wf)
         else:
             out = w @ self.state_memory
             weights = wf @ torch.linalg.solve(self.state_precision, w)

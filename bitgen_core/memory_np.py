@@ -170,18 +170,19 @@ class EpisodicMemoryNP:
         w = self.address(z)
         if self.gate <= 0 or not self._facts:
             return w @ self.memory
-        return self._gated(w, self.address(self._fact_matrix()))[0]
+        zf = self._fact_matrix()
+        return self._gated(w, zf, self.address(zf))[0]
 
     def _fact_matrix(self) -> np.ndarray:
         return np.stack([self._facts[i] for i in self.fact_ids])
 
-    def _gated(self, w: np.ndarray, wf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Gated read of addresses w (C,) or (Q, K) against the facts' addresses wf (N, K)
-        -> (z_r, coefficients a (N,) or (Q, N))."""
+    def _gated(self, w: np.ndarray, zf: np.ndarray, wf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Gated read of addresses w (K,) or (Q, K) against the facts zf (N, C) with addresses
+        wf (N, K) -> (z_r, coefficients a (N,) or (Q, N))."""
         sol = np.linalg.solve(self.precision, np.atleast_2d(w).T)          # C^-1 w^T, (K, Q)
         a = (wf @ sol).T                                                    # (Q, N)
         prior = self.prior_precision * sol.T @ self.prior_mean              # lam w C^-1 M0
-        out = prior + gate(a, self.gate, self.gate_threshold) @ self._fact_matrix()
+        out = prior + gate(a, self.gate, self.gate_threshold) @ zf
         return (out[0], a[0]) if np.ndim(w) == 1 else (out, a)
 
     def read_with_facts(self, z: np.ndarray, top_k: int | None = None,
@@ -193,9 +194,10 @@ class EpisodicMemoryNP:
         if not self._facts:
             return w @ self.memory, []
         ids = self.fact_ids
-        wf = self.address(self._fact_matrix())                        # (N, K)
+        zf = self._fact_matrix()
+        wf = self.address(zf)                                         # (N, K)
         if self.gate > 0:
-            out, weights = self._gated(w, wf)
+            out, weights = self._gated(w, zf, wf)
         else:
             out = w @ self.memory
             weights = wf @ np.linalg.solve(self.precision, w)         # a_i = w C^-1 w_i^T

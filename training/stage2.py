@@ -253,7 +253,7 @@ def sft(model, head, train: TaskBatches, tcfg: dict, out: Path, d: C.Dist, log: 
     trace_rows = [i for i, t in enumerate(train.traces) if t]
     rel_bs = int(tcfg.get("relevance_batch", 0) or 0)
     rel_rows = [i for i, r in enumerate(train.records)
-                if bool(train.relevance([r]) and train.relevance([r])[1].any())] if rel_bs else []
+                if (labels := train.relevance([r])) is not None and bool(labels[1].any())] if rel_bs else []
     bar = C.progress(steps, "stage2 sft", d, initial=start_step)
     max_s = float(tcfg.get("max_minutes", 0) or 0) * 60
     acc: dict[str, list] = {}
