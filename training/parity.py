@@ -51,18 +51,11 @@ def load_inputs(dev: Path, memory_cases: Path | None, n: int) -> list[dict]:
     return out[:n]
 
 
-def _image(path: str | None):
-    """The record's image (the loader has resolved its path against the record file)."""
-    if not path:
-        return None
-    from PIL import Image
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
-
-
 def measure(model, rt, inputs: list[dict], traces: int = 0) -> dict:
     """Run every input through both; returns the figures and the per-input differences."""
     import torch
+
+    from training.evaluate import load_image
     rows, same_trace, n_trace = [], 0, 0
     stored: list[tuple[str, str]] | None = None
     mem = None
@@ -77,7 +70,7 @@ def measure(model, rt, inputs: list[dict], traces: int = 0) -> dict:
                 if not res.success:
                     raise RuntimeError(f"runtime refused fact {key!r}: {res.message}")
             stored = x["facts"]
-        image = _image(x["image"])
+        image = load_image(x["image"])
         with torch.no_grad():
             ref = model.select(x["task"], image, memory=mem, trace_tokens=32 if n_trace < traces else 0)
         sel = rt.select(x["task"], image, max_trace_tokens=32 if n_trace < traces else 0)
