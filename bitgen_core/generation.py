@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from bitgen_core.attention import SinkKVCache
 from bitgen_core.errors import InputError
 from bitgen_core.memory import EpisodicMemory
-from bitgen_core.runtime.constrained import SelectionClause, chosen_robots
+from bitgen_core.runtime.constrained import SelectionClause, TraceGrammar, chosen_robots
 
 
 class Generation:
@@ -83,6 +83,10 @@ class Generation:
         rows = sep_state.shape[0]
         done = torch.zeros(rows, dtype=torch.bool, device=sep_state.device)
         clause = SelectionClause(self.tokenizer, self.catalog) if chosen is not None else None
+        # greedy selection traces keep to the rationale grammar, as the runtime's do
+        grammar = (TraceGrammar.for_catalog(self.tokenizer, self.catalog)
+                   if chosen is not None and temperature <= 0 else None)
+        cursors = [grammar.start() for _ in range(rows)] if grammar is not None else None
         history: list[list[int]] = [[] for _ in range(rows)]
         forced: list[list[int] | None] = [None] * rows    # None: not forced yet; [] forced, spent
         logits = self.lm_head(sep_state)
@@ -92,6 +96,11 @@ class Generation:
                 pick = torch.multinomial(F.softmax(logits.float() / temperature, -1), 1, generator=generator)
             else:
                 pick = logp.argmax(-1, keepdim=True)
+            if cursors is not None:
+                for r, cur in enumerate(cursors):
+                    allowed = cur.allowed()
+                    if allowed is not None:
+                        pick[r, 0] = allowed[int(logits[r, list(allowed)].float().argmax())]
             if clause is not None:
                 for r in range(rows):
                     if forced[r]:
@@ -99,6 +108,9 @@ class Generation:
             if stop_at_eos:
                 pick = torch.where(done[:, None], torch.full_like(pick, eos), pick)
             yield pick.squeeze(1), logp.gather(-1, pick).squeeze(1)
+            if cursors is not None:
+                for r, cur in enumerate(cursors):
+                    cur.advance(int(pick[r, 0]))
             if clause is not None:
                 for r in range(rows):
                     history[r].append(int(pick[r, 0]))

@@ -165,3 +165,13 @@ def _default_catalog() -> RobotCatalog:
 @lru_cache(maxsize=1)
 def default_rulebook() -> RuleBook:
     return RuleBook.load()
+
+
+def trace_labels(path: str | Path | None = None) -> tuple[list[str], list[str]]:
+    """The closed sets a rationale is written from (see RuleBook.rationale): the environment
+    families' labels, and the needs' and conditions' labels. Read from the YAML alone, without
+    the catalog check of RuleBook.load, so an edited catalog does not stop the runtime."""
+    data = yaml.safe_load(Path(path or RULES_PATH).read_text(encoding="utf-8"))
+    return ([spec["label"] for spec in data["families"].values()],
+            [spec["label"] for spec in data["needs"].values()]
+            + [spec["label"] for spec in data["conditions"].values()])

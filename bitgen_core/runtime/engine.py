@@ -13,7 +13,10 @@ One selection, in the order the latency dict reports it:
   select   state x robot embeddings -> selector.onnx (Tiny-R1 + sigmoid per robot) -> ranking
   trace    greedy decode, one loop (`_decode`) around a step callable (`_stepper`): output head
            (int8 shortlist head.onnx + exact float32 re-score), then a decode step that appends
-           to a numpy SinkKVCache, pieces streamed through `on_token`. The step is
+           to a numpy SinkKVCache, pieces streamed through `on_token`. Past the place, the trace
+           keeps to the rationale grammar (constrained.py TraceGrammar): there a pick is forced
+           or the exact argmax over the few valid rows, with no output head (188/190 dev traces
+           identical to free decoding, the other 2 made well-formed; 23% less CPU per select). The step is
            decode_np.NumpyDecoder (same integer math, ~2.5x faster than decode.onnx whose per-node
            dispatch dominates at this size); decode.onnx remains the reference and the fallback
            for older exports. Once the decoder writes "selected:", the clause is forced to the
@@ -41,7 +44,7 @@ from bitgen_core.errors import InputError, ModelLoadError
 from bitgen_core.image_preprocess import preprocess
 from bitgen_core.kvcache_np import SinkKVCache
 from bitgen_core.limits import DEFAULT_LIMITS, Limits, validate_task
-from bitgen_core.runtime.constrained import SelectionClause, chosen_robots
+from bitgen_core.runtime.constrained import SelectionClause, TraceGrammar, chosen_robots
 from bitgen_core.runtime.decode_np import BlasThreads, NumpyDecoder
 from bitgen_core.runtime.memory import RuntimeMemory
 from bitgen_core.runtime.model_files import ModelFiles, load_model_files  # noqa: F401  (re-exported)
@@ -99,9 +102,12 @@ def _rows(table: np.ndarray):
 class BitGenRuntime:
     def __init__(self, files: ModelFiles, memory_path=None, *, limits: Limits = DEFAULT_LIMITS,
                  edit_guard=None, audit_log=None, memory_similarity: float = 0.5,
-                 recover_memory: bool = False, decode_backend: str = "auto") -> None:
+                 recover_memory: bool = False, decode_backend: str = "auto",
+                 trace_grammar: bool = True) -> None:
         """decode_backend: "numpy" (decode_np.py, the fast path), "onnx" (decode.onnx) or
-        "auto" (numpy when the export carries its parameters)."""
+        "auto" (numpy when the export carries its parameters). trace_grammar: decode the
+        selection's trace within the rationale grammar (constrained.py; False: free decoding
+        up to the "selected:" clause, the behaviour before it)."""
         self.files = files
         self.model_dir = files.directory
         self.model_id: str = files.checked.manifest["model_id"]
@@ -134,9 +140,18 @@ class BitGenRuntime:
         self._blas_threads = BlasThreads(files.sessions["head"].get_session_options().intra_op_num_threads
                                          if "head" in files.sessions else 1)
         self._clause = SelectionClause(self.tokenizer, self.catalog)
+        self._grammar, self._grammar_rows = self._trace_grammar(trace_grammar)
         self.memory = RuntimeMemory(files.memory, self.encode_fact, memory_path, limits=limits,
                                     guard=edit_guard, audit=audit_log,
                                     similarity_threshold=memory_similarity, recover=recover_memory)
+
+    def _trace_grammar(self, on: bool):
+        """The trace grammar (constrained.py) and the output-head rows of its tokens, held in
+        memory (a few hundred rows) so constrained picks read no file."""
+        if not on:
+            return None, None
+        g = TraceGrammar.for_catalog(self.tokenizer, self.catalog)
+        return g, (self._lm_head[np.array(g.tokens)], {t: i for i, t in enumerate(g.tokens)})
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike | None = None, memory_path: str | os.PathLike | None = None,
@@ -218,10 +233,17 @@ class BitGenRuntime:
         lat["prefill"] = (time.perf_counter() - t) * 1e3
         return _Prompt(state, cache, img, image_kv, keys)
 
-    def _next_token(self, state: np.ndarray) -> int:
-        """Greedy pick: int8 head shortlist (head.onnx), exact float32 re-score of the shortlist."""
-        cand = self._s["head"].run(None, {"state": state})[0][0]
-        return int(cand[np.argmax(self._lm_head[cand] @ state[0])])
+    def _next_token(self, state: np.ndarray, allowed: tuple[int, ...] | None = None) -> int:
+        """Greedy pick: int8 head shortlist (head.onnx), exact float32 re-score of the shortlist.
+        With `allowed` (the trace grammar's valid continuations) no head: the one token, or the
+        exact float32 argmax over those rows."""
+        if allowed is None:
+            cand = self._s["head"].run(None, {"state": state})[0][0]
+            return int(cand[np.argmax(self._lm_head[cand] @ state[0])])
+        if len(allowed) == 1:
+            return allowed[0]
+        rows, index = self._grammar_rows
+        return allowed[int(np.argmax(rows[[index[t] for t in allowed]] @ state[0]))]
 
     def _stepper(self, prompt: "_Prompt", cache: SinkKVCache | None = None) -> Callable[[int], np.ndarray]:
         """The decode-step backend for one stream: token id -> next state, the token appended
@@ -252,12 +274,18 @@ class BitGenRuntime:
         output head, and since nothing follows them, no decode step either."""
         forced: list[int] = []
         trace: list[int] = []
+        cursor = self._grammar.start() if chosen is not None and self._grammar is not None else None
         for i in range(max_tokens):
-            pick = forced.pop(0) if forced else self._next_token(state)
+            if forced:
+                pick = forced.pop(0)
+            else:
+                pick = self._next_token(state, None if cursor is None else cursor.allowed())
             yield pick
             if (pick == self._eos and not ignore_eos) or i == max_tokens - 1:
                 return
             trace.append(pick)
+            if cursor is not None:
+                cursor.advance(pick)
             if chosen is not None and not forced and self._clause.marker_ends_at(trace):
                 forced = self._clause.forced_ids(chosen)
                 chosen = None

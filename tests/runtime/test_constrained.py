@@ -15,7 +15,7 @@ from bitgen_core.runtime import BitGenRuntime
 from bitgen_core.runtime.constrained import SelectionClause, chosen_robots
 
 TASK = "search the collapsed tunnel for survivors"
-FREE = "environment: tunnel → rubble; needs: search → drone; selected:"
+FREE = "environment: tunnel → rubble and collapsed buildings; needs: search → drone; selected:"
 TAIL = " humanoid humanoid humanoid humanoid humanoid"   # what the decoder would write on
 
 
@@ -45,7 +45,7 @@ def script(exported):
 def test_runtime_forces_the_selection_after_the_marker(exported, script, monkeypatch):
     rt = BitGenRuntime.load(exported.directory)
     picks = iter(script)
-    monkeypatch.setattr(rt, "_next_token", lambda state: next(picks))
+    monkeypatch.setattr(rt, "_next_token", lambda state, allowed=None: next(picks))
     steps = []
     make = rt._stepper
     monkeypatch.setattr(rt, "_stepper", lambda prompt, cache=None: (lambda f: lambda tok: steps.append(tok) or f(tok))(make(prompt, cache)))
@@ -56,10 +56,11 @@ def test_runtime_forces_the_selection_after_the_marker(exported, script, monkeyp
     # a step feeds a pick to get the next state; from the marker on nothing is picked, so
     # the steps end with the token before the marker's last (forced tokens cost no step)
     assert steps == rt.tokenizer.encode(FREE)[:-1]
-    # without the marker nothing is forced: the scripted tail comes through
-    ids = rt.tokenizer.encode("environment: tunnel → rubble;" + TAIL)
+    # without the marker nothing is forced: the scripted tail comes through (a trace that
+    # leaves the grammar, ";" in the place, is decoded freely)
+    ids = rt.tokenizer.encode("environment: tunnel; rubble;" + TAIL)
     free = iter(ids)
-    monkeypatch.setattr(rt, "_next_token", lambda state: next(free))
+    monkeypatch.setattr(rt, "_next_token", lambda state, allowed=None: next(free))
     assert rt.select(TASK, max_trace_tokens=len(ids)).reasoning.endswith("humanoid humanoid")
 
 
@@ -85,7 +86,7 @@ def test_torch_generate_path_forces_the_same_clause(exported, script):
     out = model.select(TASK, trace_tokens=40)
     chosen = chosen_robots(out["robots"], out["confidences"])
     picks = iter(script)
-    rt._next_token = lambda state: next(picks)
+    rt._next_token = lambda state, allowed=None: next(picks)
     sel = rt.select(TASK, max_trace_tokens=40)
     assert out["reasoning"] == sel.reasoning
     assert out["reasoning"].endswith("selected: " + ", ".join(rt.catalog.get(k).name for k in chosen).lower())
