@@ -34,11 +34,17 @@ class Generator:
     trainer can re-render on the fly instead of reading the PNG."""
 
     def __init__(self, seed: int = 0, world: World | None = None, book: RuleBook | None = None,
-                 p_image: float = 0.3, p_image_decides: float = 0.15, p_condition: float = 0.3):
+                 p_image: float = 0.3, p_image_decides: float = 0.15, p_condition: float = 0.3,
+                 p_landmark: float = 0.25, p_family_verb: float = 0.2, p_defect: float = 0.2,
+                 p_hint: float = 0.2, p_route: float = 0.25):
         self.world = world or default_world()
         self.book = book or default_rulebook()
         self.seed = seed
         self.p_image, self.p_image_decides, self.p_condition = p_image, p_image_decides, p_condition
+        # the world's human-wording knobs (landmark jobs with no place, family verbs, what to
+        # look for, setting hints); never applied to image-decides tasks
+        self.p_landmark, self.p_family_verb, self.p_defect, self.p_hint = p_landmark, p_family_verb, p_defect, p_hint
+        self.p_route = p_route
 
     def _rng(self, split: str, i: int) -> random.Random:
         return random.Random(f"{self.seed}:{split}:{i}")
@@ -51,11 +57,15 @@ class Generator:
         rng = self._rng(split, i)
         tsplit = "heldout" if split == "heldout" else "train"
         decides = images and rng.random() < self.p_image_decides
-        intent, d = sample_intent(self.world, self.book, rng, image_decides=decides, p_condition=self.p_condition)
+        intent, d = sample_intent(self.world, self.book, rng, image_decides=decides, p_condition=self.p_condition,
+                                  p_landmark=self.p_landmark, p_family_verb=self.p_family_verb,
+                                  p_defect=self.p_defect, p_route=self.p_route)
         family = rng.choice(phrasing.template_families(self.world, tsplit, image=decides))
         task = phrasing.fill(self.world, family, intent.vp, intent.place, intent.conditions, rng, image=decides)
+        if not decides and self.world.families[intent.env].hints and rng.random() < self.p_hint:
+            task = phrasing.add_hint(task, phrasing.setting_hint(self.world, intent.env, rng), rng)
         rec = {"id": f"{split}-{i:07d}", "task": task, "robots": list(d.robots), "image": None, "env": intent.env,
-               "image_decides": decides, "facts": [], "rationale": self.book.rationale(d, intent.place),
+               "image_decides": decides, "facts": [], "rationale": self.book.rationale(d, intent.anchor),
                "split": split, "template": family, "action": intent.action}
         if decides or (images and rng.random() < self.p_image):
             rec["scene"] = {"family": intent.env, "seed": self.scene_seed(split, i)}

@@ -39,6 +39,11 @@ class Intent:
     def vp(self) -> str:
         return phrasing.verb_phrase(self.verb, self.obj)
 
+    @property
+    def anchor(self) -> str:
+        """What tells the environment: the place, or the landmark when no place is named."""
+        return self.place or self.obj
+
 
 def needs_of(world: World, action: str, weight: str | None) -> tuple[str, ...]:
     a = world.actions[action]
@@ -74,9 +79,33 @@ def image_actions(world: World, book: RuleBook) -> tuple[str, ...]:
     return tuple(out)
 
 
+# Prepositions a place-only verb drops when it takes the location as its object
+# ("get an overview of the bay", not "... of out in the bay").
+_OBJECT_PREPS = {"in", "at", "on", "across", "along", "over", "around", "inside", "through", "out"}
+_DEFECT_VERBS = {"inspect", "check", "examine", "look over", "assess", "go over", "scrutinise",
+                 "eyeball", "look at", "take a close look at", "get eyes on", "do a visual check of"}
+
+
+def _place_as_object(place: str) -> str:
+    """"out on the reservoir" -> "the reservoir"; places without a leading preposition stay."""
+    words = place.split(" ")
+    i = 0
+    while i < len(words) - 1 and words[i] in _OBJECT_PREPS:
+        i += 1
+    return " ".join(words[i:])
+
+
 def sample_intent(world: World, book: RuleBook, rng: random.Random, image_decides: bool = False,
-                  p_condition: float = 0.3, env: str | None = None, place: str | None = None) -> tuple[Intent, Decision]:
-    """A random feasible intent and its decision; `env`/`place` pin the setting if given."""
+                  p_condition: float = 0.3, env: str | None = None, place: str | None = None,
+                  p_landmark: float = 0.0, p_family_verb: float = 0.0,
+                  p_defect: float = 0.0, p_route: float = 0.0) -> tuple[Intent, Decision]:
+    """A random feasible intent and its decision; `env`/`place` pin the setting if given.
+
+    With an unpinned, named place: `p_landmark` makes a target-slot job about one of the
+    family's landmarks with no place named ("check the church spire"), `p_family_verb` takes
+    the verb from the family's own verbs ("fly up and inspect"), `p_defect` adds what to look
+    for to an inspection ("... for cracks"), and place-only verbs that take an object get the
+    location without its preposition ("survey the reservoir")."""
     actions = image_actions(world, book) if image_decides else tuple(world.actions)
     for _ in range(200):
         action = rng.choice(actions)
@@ -85,14 +114,35 @@ def sample_intent(world: World, book: RuleBook, rng: random.Random, image_decide
         if fam not in a.families:
             continue
         obj, weight = _object(world, action, fam, rng, image_decides)
+        free = not image_decides and place is None
+        family = world.families[fam]
+        landmark = (free and a.slot == "target" and family.landmarks and p_landmark > 0
+                    and rng.random() < p_landmark)
+        if landmark:
+            obj = rng.choice(family.landmarks)
+        verb = rng.choice(a.verbs)
+        if free and family.verbs.get(action) and p_family_verb > 0 and rng.random() < p_family_verb:
+            verb = rng.choice(family.verbs[action])
+        if (free and action == "inspect" and verb in _DEFECT_VERBS and p_defect > 0
+                and rng.random() < p_defect):
+            obj = f"{obj} for {rng.choice(world.phrasing['defects'])}"
         conds: tuple[str, ...] = ()
         if rng.random() < p_condition:
             allowed = [c for c, fams in CONDITION_FAMILIES.items() if fams is None or fam in fams]
             conds = (rng.choice(allowed),)
         where = place if place is not None else (IMAGE_PLACE if image_decides else rng.choice(world.families[fam].places))
-        if a.need == "carry" and not image_decides:
+        if landmark:
+            where = ""
+        elif a.need == "carry" and not image_decides:
+            start = None
+            if free and p_route > 0 and rng.random() < p_route:
+                start = rng.choice(family.places)
             where = phrasing.delivery_place(where)
-        intent = Intent(action, fam, rng.choice(a.verbs), obj, where, needs_of(world, action, weight), conds, image_decides)
+            if start is not None and _place_as_object(start) not in where:
+                where = f"from {_place_as_object(start)} {where}"
+        elif free and a.slot == "place_only" and verb.endswith((" of", " over")):
+            where = _place_as_object(where)
+        intent = Intent(action, fam, verb, obj, where, needs_of(world, action, weight), conds, image_decides)
         d = book.decide(fam, intent.needs, conds)
         if d.feasible:
             return intent, d

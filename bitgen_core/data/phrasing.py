@@ -22,6 +22,19 @@ def delivery_place(place: str) -> str:
     return f"{_TO[head]} {rest}" if head in _TO else place
 
 
+def setting_hint(world: World, env: str, rng: random.Random) -> str:
+    """A sentence about the setting that names no place ("It sits about 30 metres up.")."""
+    hint = rng.choice(world.families[env].hints)
+    return hint.format(n=rng.choice(world.phrasing["hint_numbers"]))
+
+
+def add_hint(text: str, hint: str, rng: random.Random) -> str:
+    """The hint before or after the request."""
+    if rng.random() < 0.5:
+        return f"{text} {hint}"
+    return f"{hint} {text[:1].upper() + text[1:]}"
+
+
 def verb_phrase(verb: str, obj: str) -> str:
     return f"{verb} {obj}".strip()
 
@@ -43,7 +56,10 @@ def fill(world: World, family: str, vp: str, place: str, conditions, rng: random
          image: bool = False) -> str:
     """Word one request with a form of template `family`; every stated condition appears."""
     table = world.phrasing["image_templates" if image else "templates"]
-    form = rng.choice(table[family]["forms"])
+    forms = table[family]["forms"]
+    if not place:       # a landmark job names no place: forms that open with the place do not fit
+        forms = [f for f in forms if "{Place}" not in f] or ["{vp}.{mods}"]
+    form = rng.choice(forms)
     sent, terse = condition_text(world, conditions, rng)
     has_slot = any(s in form for s in ("{mods}", "{mods_pre}", "{mods_terse}"))
     detail = rng.choice(world.phrasing["detail"])
@@ -54,6 +70,8 @@ def fill(world: World, family: str, vp: str, place: str, conditions, rng: random
     if sent and not has_slot:
         text = f"{text} {sent}"
     text = re.sub(r"\s+", " ", text).strip()
+    if not place:
+        text = re.sub(r" ([.,?!:])", r"\1", text)
     style = table[family].get("style")
     if style == "terse" and rng.random() < 0.5:
         return text.lower()

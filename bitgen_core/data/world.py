@@ -28,6 +28,13 @@ class Family:
     places: tuple[str, ...]
     targets: tuple[str, ...]
     sites: tuple[str, ...]
+    # Structures named so that the object alone tells the environment ("the church spire",
+    # "the ship's propeller"): tasks about them often name no place at all.
+    landmarks: tuple[str, ...] = ()
+    # Sentences about the setting that name no place ("It sits about {n} metres up.").
+    hints: tuple[str, ...] = ()
+    # Family-specific verb phrases per action ("fly up and inspect" for rooftops).
+    verbs: dict = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -59,8 +66,11 @@ class World:
         for key, spec in places.items():
             if key not in rules["families"]:
                 raise InputError(f"places.yaml family {key!r} has no mobility entry in rules.yaml")
+            fverbs = {a: tuple(v) for a, v in (spec.get("verbs") or {}).items()}
             families[key] = Family(key, rules["families"][key]["label"], tuple(spec["places"]),
-                                   tuple(spec["targets"]), tuple(spec.get("sites") or ()))
+                                   tuple(spec["targets"]), tuple(spec.get("sites") or ()),
+                                   tuple(spec.get("landmarks") or ()), tuple(spec.get("hints") or ()),
+                                   fverbs)
         actions = {}
         for key, spec in acts["actions"].items():
             fams = tuple(families) if spec["families"] == "all" else tuple(spec["families"])
@@ -75,6 +85,11 @@ class World:
             if any(n not in rules["needs"] for n in also):
                 raise InputError(f"action {key!r} names an unknown secondary need in {also}")
             actions[key] = Action(key, need, spec["slot"], fams, tuple(spec["verbs"]), also)
+        for fam in families.values():
+            for a in fam.verbs:
+                if a not in actions or fam.key not in actions[a].families:
+                    raise InputError(f"places.yaml family {fam.key!r} has verbs for action {a!r}, "
+                                     "which is not an action of that family")
         payloads = {w: tuple(v) for w, v in acts["payloads"].items()}
         fillers = {name: tuple(acts[name]) for name in SLOT_FILLERS.values()}
         return cls(families, actions, payloads, fillers, phrasing)
@@ -82,9 +97,10 @@ class World:
     # --- sizes for the report -------------------------------------------------------------
     def sizes(self) -> dict[str, int]:
         places = sum(len(f.places) for f in self.families.values())
-        objects = (sum(len(f.targets) for f in self.families.values())
+        objects = (sum(len(f.targets) + len(f.landmarks) for f in self.families.values())
                    + sum(len(v) for v in self.payloads.values()) + sum(len(v) for v in self.fillers.values()))
-        verbs = sum(len(a.verbs) for a in self.actions.values())
+        verbs = (sum(len(a.verbs) for a in self.actions.values())
+                 + sum(len(v) for f in self.families.values() for v in f.verbs.values()))
         tpl = self.phrasing["templates"]
         img = self.phrasing["image_templates"]
         forms = lambda d, split: sum(len(t["forms"]) for t in d.values() if t["split"] == split)
@@ -92,7 +108,9 @@ class World:
                 "action_families": len(self.actions), "verbs": verbs,
                 "template_families": len(tpl) + len(img),
                 "templates_train": forms(tpl, "train") + forms(img, "train"),
-                "templates_heldout": forms(tpl, "heldout") + forms(img, "heldout")}
+                "templates_heldout": forms(tpl, "heldout") + forms(img, "heldout"),
+                "landmarks": sum(len(f.landmarks) for f in self.families.values()),
+                "setting_hints": sum(len(f.hints) for f in self.families.values())}
 
 
 def _yaml(path: Path) -> dict:
