@@ -293,7 +293,7 @@ def decode_split(rt, tokens: int) -> dict:
             t0 = time.thread_time()
             pick = rt._next_token(state)
             t1 = time.thread_time()
-            state = advance(pick)
+            state = advance([pick])
             step.append(time.thread_time() - t1)
             head.append(t1 - t0)
         iso_head, iso_step = [], []
@@ -303,7 +303,7 @@ def decode_split(rt, tokens: int) -> dict:
             iso_head.append(time.thread_time() - t0)
         for _ in range(tokens):
             t0 = time.thread_time()
-            advance(pick)
+            advance([pick])
             iso_step.append(time.thread_time() - t0)
     return {"head": _pct(head, 50) * 1e3, "step": _pct(step, 50) * 1e3,
             "head_isolated": _pct(iso_head, 50) * 1e3, "step_isolated": _pct(iso_step, 50) * 1e3,

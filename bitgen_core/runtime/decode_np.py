@@ -257,6 +257,60 @@ class NumpyDecoder:
         k = cache.buffer("k")[..., :n, :]
         cache.buffer("k_rot")[..., :n, :] = self._rotate(k, cos, sin)
 
+    def step_many(self, xs: np.ndarray, cache: SinkKVCache, image_kv=None) -> np.ndarray:
+        """xs (m, d) embedded tokens after the tokens in `cache` -> state (1, d) after the
+        last one; all m written to the cache. One pass for the m tokens (causal attention
+        inside the chunk) while the cache has never evicted and the chunk fits, else m `step`s.
+        The trace grammar's forced runs come here ("and high structures; needs:"): one pass
+        costs about what one step does (per-call overhead dominates at d=128). The linear
+        layers give bit-identical codes row by row (integer matmuls, float64 scalars as in
+        `_bitlinear`); attention sums in another order, a float32 rounding apart."""
+        xs = np.asarray(xs, np.float32).reshape(-1, self.d)
+        m = xs.shape[0]
+        if m == 1 or cache.seen + m > cache.capacity:
+            for x in xs:
+                state = self.step(x, cache, image_kv)
+            return state
+        h, hd, d = self.n_heads, self.head_dim, self.d
+        t0 = cache.seen
+        for _ in range(m):
+            cache.advance(like=(len(self.layers), 1, h, hd))      # slots t0 .. t0+m-1, no eviction
+        n = t0 + m
+        kb, vb, kr = cache.buffer("k"), cache.buffer("v"), cache.buffer("k_rot")
+        cos, sin = self.rotation(np.arange(t0, n))                 # (m, hd)
+        causal = np.triu(np.full((m, m), -np.inf, np.float32), 1)  # chunk token j sees <= j
+        x = xs
+        for i, layer in enumerate(self.layers):
+            qkv = self._rows(x, layer.qkv).reshape(m, 3, h, hd).transpose(1, 2, 0, 3)   # (3, H, m, hd)
+            kb[i, 0, :, t0:n] = qkv[1]
+            vb[i, 0, :, t0:n] = qkv[2]
+            qk = self._rotate(qkv[:2], cos, sin)
+            kr[i, 0, :, t0:n] = qk[1]
+            s = qk[0] @ kr[i, 0, :, :n].transpose(0, 2, 1)                            # (H, m, n)
+            s[..., t0:] += causal
+            p = self._softmax(s * self.scale)
+            x = x + self._rows((p @ vb[i, 0, :, :n]).transpose(1, 0, 2).reshape(m, d), layer.proj)
+            if layer.xq is not None and image_kv is not None:
+                ik_t, iv = image_kv[i]
+                q = self._rows(x, layer.xq).reshape(m, h, hd).transpose(1, 0, 2)
+                p = self._softmax((q @ ik_t) * self.scale)
+                x = x + layer.gate * self._rows((p @ iv).transpose(1, 0, 2).reshape(m, d), layer.xo)
+            up = self._rows(x, layer.up)
+            a, b = up[:, :up.shape[1] // 2], up[:, up.shape[1] // 2:]
+            x = x + self._rows(a / (1.0 + np.exp(-a)) * b, layer.down)
+        return self._rms(x[-1], self.final_norm)[None]
+
+    def _rows(self, x: np.ndarray, lin: _Linear) -> np.ndarray:
+        """`_bitlinear` for a few rows at once, with its scalars: per-row RMS and absmax scale
+        in float64, rounded to float32 where `_bitlinear` meets them with a float32 array."""
+        if lin.norm is not None:
+            inv = np.array([1.0 / math.sqrt(float(np.dot(r, r)) / x.shape[-1] + self.rms_eps) for r in x])
+            x = x * inv.astype(np.float32)[:, None] * lin.norm
+        scale = np.maximum(np.abs(x).max(axis=-1).astype(np.float64), self.act_eps) / 127.0
+        y = np.rint(x / scale.astype(np.float32)[:, None]) @ lin.w
+        y *= (scale * lin.gamma).astype(np.float32)[:, None]
+        return y if lin.bias is None else y + lin.bias
+
     def step(self, x: np.ndarray, cache: SinkKVCache, image_kv=None) -> np.ndarray:
         """x (d,) embedded token after the tokens in `cache` (attached) -> state (1, d),
         final-normed. Writes the token's K/V (pre-rotary, as decode.onnx returns them) and

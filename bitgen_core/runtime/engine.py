@@ -245,41 +245,56 @@ class BitGenRuntime:
         rows, index = self._grammar_rows
         return allowed[int(np.argmax(rows[[index[t] for t in allowed]] @ state[0]))]
 
-    def _stepper(self, prompt: "_Prompt", cache: SinkKVCache | None = None) -> Callable[[int], np.ndarray]:
-        """The decode-step backend for one stream: token id -> next state, the token appended
-        to the cache (the prompt's, or `cache` holding it). numpy (decode_np: image K/V bound
-        once, each key rotated once) or decode.onnx (the reference, and older exports)."""
+    def _stepper(self, prompt: "_Prompt", cache: SinkKVCache | None = None
+                 ) -> Callable[[list[int]], np.ndarray]:
+        """The decode-step backend for one stream: token ids -> the state after the last, the
+        tokens appended to the cache (the prompt's, or `cache` holding it). numpy (decode_np:
+        image K/V bound once, each key rotated once, a run of tokens in one pass) or
+        decode.onnx (the reference, and older exports; one graph call per token)."""
         cache = prompt.cache if cache is None else cache
         img = prompt.feeds
         if self._np_decoder is not None:
             dec, image_kv = self._np_decoder, prompt.image_kv
             dec.attach(cache)
-            return lambda tok: dec.step(self._embed[tok], cache, image_kv)
+            return lambda toks: dec.step_many(self._embed[np.array(toks)], cache, image_kv)
         graph = self._s["decode"]
 
-        def onnx_step(tok: int) -> np.ndarray:
-            past_k, past_v = cache.past(self._kv_empty)
-            state, k_new, v_new = graph.run(None, {"x": self._embed[np.array([[tok]])],
-                                                   "past_k": past_k, "past_v": past_v, **img})
-            cache.append(k_new, v_new)
+        def onnx_step(toks: list[int]) -> np.ndarray:
+            for tok in toks:
+                past_k, past_v = cache.past(self._kv_empty)
+                state, k_new, v_new = graph.run(None, {"x": self._embed[np.array([[tok]])],
+                                                       "past_k": past_k, "past_v": past_v, **img})
+                cache.append(k_new, v_new)
             return state
         return onnx_step
 
-    def _decode(self, state, step: Callable[[int], np.ndarray], max_tokens: int, ignore_eos: bool = False,
-                chosen: list[str] | None = None) -> Iterator[int]:
-        """Greedy trace tokens after a prefill, one `step` per token.
+    def _decode(self, state, step: Callable[[list[int]], np.ndarray], max_tokens: int,
+                ignore_eos: bool = False, chosen: list[str] | None = None) -> Iterator[int]:
+        """Greedy trace tokens after a prefill.
 
+        A token is fed to the decoder (`step`) only when a later pick needs the state after
+        it, and all tokens since the last state go in one call: a run the grammar forces
+        ("and high structures; needs:") costs one pass, not one step per token.
         With `chosen` (the selector's robots), the clause after the decoder's `selected:`
-        marker is forced to their names, then [EOS] (constrained.py). Forced tokens need no
-        output head, and since nothing follows them, no decode step either."""
+        marker is forced to their names, then [EOS] (constrained.py); within the trace
+        grammar (chosen given, trace_grammar on) a pick with one valid token is forced and a
+        pick among a few is made on their rows only. Forced tokens need no output head, and
+        what follows the clause needs no state, so no decode step either."""
         forced: list[int] = []
         trace: list[int] = []
+        pending: list[int] = []          # picked, not yet fed to the decoder
         cursor = self._grammar.start() if chosen is not None and self._grammar is not None else None
         for i in range(max_tokens):
+            allowed = None if cursor is None else cursor.allowed()
             if forced:
                 pick = forced.pop(0)
+            elif allowed is not None and len(allowed) == 1:
+                pick = allowed[0]
             else:
-                pick = self._next_token(state, None if cursor is None else cursor.allowed())
+                if pending:
+                    state = step(pending)
+                    pending = []
+                pick = self._next_token(state, allowed)
             yield pick
             if (pick == self._eos and not ignore_eos) or i == max_tokens - 1:
                 return
@@ -291,7 +306,7 @@ class BitGenRuntime:
                 chosen = None
             if forced and not ignore_eos:
                 continue
-            state = step(pick)
+            pending.append(pick)
 
     # ------------------------------------------------------------------ public API
     def select(self, task: str, image: np.ndarray | None = None, top_k: int = 3,

@@ -43,12 +43,12 @@ def script(exported):
 
 
 def test_runtime_forces_the_selection_after_the_marker(exported, script, monkeypatch):
-    rt = BitGenRuntime.load(exported.directory)
+    rt = BitGenRuntime.load(exported.directory, trace_grammar=False)   # every pick scripted
     picks = iter(script)
     monkeypatch.setattr(rt, "_next_token", lambda state, allowed=None: next(picks))
     steps = []
     make = rt._stepper
-    monkeypatch.setattr(rt, "_stepper", lambda prompt, cache=None: (lambda f: lambda tok: steps.append(tok) or f(tok))(make(prompt, cache)))
+    monkeypatch.setattr(rt, "_stepper", lambda prompt, cache=None: (lambda f: lambda toks: steps.extend(toks) or f(toks))(make(prompt, cache)))
     sel = rt.select(TASK, max_trace_tokens=40)
     chosen = chosen_robots(sel.robots, sel.confidences)
     names = ", ".join(rt.catalog.get(k).name for k in chosen).lower()
@@ -81,7 +81,7 @@ class _ScriptedHead(torch.nn.Module):
 def test_torch_generate_path_forces_the_same_clause(exported, script):
     torch.set_num_threads(1)
     model = BitGenModel.load(exported.checkpoint).eval()
-    rt = BitGenRuntime.load(exported.directory)
+    rt = BitGenRuntime.load(exported.directory, trace_grammar=False)
     model.lm_head = _ScriptedHead(script, model.config.vocab_size)
     out = model.select(TASK, trace_tokens=40)
     chosen = chosen_robots(out["robots"], out["confidences"])

@@ -152,3 +152,43 @@ def test_numpy_runtime_builds_no_decode_session_and_reads_embedding_rows(exporte
     ref = BitGenRuntime.load(exported.directory, decode_backend="onnx")
     assert "decode" in ref._s
     np.testing.assert_array_equal(rt._embed[np.arange(50)], np.load(exported.directory / "weights" / "embed.npy")[:50])
+
+
+@pytest.mark.parametrize("with_image", [False, True])
+@pytest.mark.parametrize("length,m", [(0, 5), (9, 2), (9, 7), (40, 3)])
+def test_a_run_of_tokens_in_one_pass_equals_one_step_each(files, image_tokens, with_image, length, m):
+    """step_many (the trace grammar's forced runs) writes the same K/V and ends in the same
+    state as m single steps; near the window's end it falls back to single steps."""
+    cfg = files.model_config
+    dec = NumpyDecoder.from_model_files(files)
+    rng = np.random.default_rng(7 + length + m)
+    shape = (cfg.n_layers, 1, cfg.n_heads, length, cfg.head_dim)
+    past = (rng.standard_normal(shape).astype(np.float32), rng.standard_normal(shape).astype(np.float32))
+    xs = files.embed[rng.integers(0, cfg.vocab_size, m)]
+    img = dec.bind_image(image_tokens if with_image else None)
+
+    def fresh():
+        c = SinkKVCache(cfg.n_sink, cfg.window)
+        if length:
+            c.append(*past)
+        dec.attach(c)
+        return c
+    one, many = fresh(), fresh()
+    for x in xs:
+        ref = dec.step(x, one, img)
+    got = dec.step_many(xs, many, img)
+    assert many.seen == one.seen == length + m
+    np.testing.assert_allclose(got, ref, atol=2e-5, rtol=1e-5)
+    for name in ("k", "v", "k_rot"):
+        np.testing.assert_allclose(many.buffer(name), one.buffer(name), atol=2e-5, rtol=1e-5, err_msg=name)
+    # a chunk that would evict falls back to single steps and stays exact
+    full = SinkKVCache(cfg.n_sink, cfg.window)
+    full.append(*(rng.standard_normal(shape[:3] + (cfg.n_sink + cfg.window - 1, cfg.head_dim)).astype(np.float32)
+                  for _ in range(2)))
+    dec.attach(full)
+    twin = SinkKVCache(cfg.n_sink, cfg.window)
+    twin.append(full.k, full.v)
+    dec.attach(twin)
+    for x in xs:
+        ref = dec.step(x, twin, img)
+    np.testing.assert_array_equal(dec.step_many(xs, full, img), ref)
