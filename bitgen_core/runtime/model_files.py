@@ -101,11 +101,10 @@ def load_model_files(model_dir: str | os.PathLike, threads: int = 1, build_sessi
     except (ValueError, KeyError, TypeError, BitGenError) as e:
         raise ModelLoadError(f"model file config.json is invalid ({e}); re-export the model") from None
     try:
-        from tokenizers import Tokenizer
-        tokenizer = BitGenTokenizer(Tokenizer.from_str(text("tokenizer.json")))
+        tokenizer = BitGenTokenizer.from_json(text("tokenizer.json"))
     except ModelLoadError:
         raise
-    except Exception as e:   # tokenizers raises bare Exception on malformed JSON
+    except Exception as e:   # json / WordPiece errors; tokenizers raises bare Exception
         raise ModelLoadError(f"model file tokenizer.json is unreadable: {e}".splitlines()[0]) from None
     try:
         catalog = RobotCatalog.from_dict(yaml.safe_load(text("catalog.yaml")))
