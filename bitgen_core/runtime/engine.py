@@ -48,7 +48,7 @@ from bitgen_core.runtime.constrained import SelectionClause, TraceGrammar, chose
 from bitgen_core.runtime.decode_np import BlasThreads, NumpyDecoder
 from bitgen_core.runtime.memory import RuntimeMemory
 from bitgen_core.runtime.model_files import ModelFiles, load_model_files  # noqa: F401  (re-exported)
-from bitgen_core.runtime.sessions import build_sessions as make_sessions, tune_malloc
+from bitgen_core.runtime.sessions import build_sessions as make_sessions, trim_file_pages, tune_malloc
 from bitgen_core.runtime.table_rows import TableRows
 
 MODEL_DIR_ENV = "BITGEN_MODEL_DIR"
@@ -167,7 +167,9 @@ class BitGenRuntime:
         if "decode_numpy" not in files.config and skip:
             files.sessions.update(make_sessions(files, threads, tuple(n for n in files.config["graphs"]
                                                                         if n != "decode")))
-        return cls(files, memory_path, **kwargs)
+        rt = cls(files, memory_path, **kwargs)
+        trim_file_pages()   # the code and data only loading used leave the RSS (sessions.py)
+        return rt
 
     # ------------------------------------------------------------------ pieces
     def _encode_texts(self, texts: list[str], max_len: int):

@@ -95,6 +95,61 @@ def tune_malloc() -> None:
         pass   # not glibc (musl, ...): its allocator returns large blocks by itself
 
 
+TRIM_ENV = "BITGEN_TRIM_FILE_PAGES"
+_MADV_DONTNEED = 4
+
+
+def trim_file_pages() -> int:
+    """Unmap the clean file-backed pages that importing and loading touched (on by default;
+    BITGEN_TRIM_FILE_PAGES=0 turns it off); returns the bytes that were resident in them.
+
+    Loading faults in shared-library code and read-only data that only loading runs:
+    onnxruntime's model parser, graph optimiser and kernel registry, numpy's and Python's
+    import-time code, libcrypto's start-up. They stayed in the process's RSS for good. Here
+    every private, read-only, file-backed mapping with no anonymous (copied-on-write) page --
+    whose resident pages are therefore exact copies of the file, still in the page cache -- is
+    madvise(MADV_DONTNEED)'d: the pages leave this process's RSS, and the ones a selection does
+    use come back on first touch as minor faults from the page cache (no I/O, nothing differs).
+    What the kernel would reclaim from an idle process under memory pressure, done once, right
+    after load. Writable mappings, relocated (RELRO) data and anything with an anonymous page
+    are never touched: they hold state the file does not have.
+    Measured (bench child, 1,000 selections): see the commit and reports/bench/bench.md."""
+    if os.environ.get(TRIM_ENV, "1") == "0" or not sys.platform.startswith("linux"):
+        return 0
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        madvise = libc.madvise
+        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        with open("/proc/self/smaps") as f:
+            text = f.read()
+    except (OSError, AttributeError):
+        return 0
+    dropped = 0
+    span, rss, anon = None, 0, None
+
+    def drop():
+        nonlocal dropped
+        if span is not None and anon == 0 and rss and madvise(span[0], span[1] - span[0], _MADV_DONTNEED) == 0:
+            dropped += rss
+
+    for line in text.splitlines():
+        head = line.split(None, 5)
+        if head and "-" in head[0] and not head[0].endswith(":"):   # a mapping's first line
+            drop()
+            perms, path = head[1], head[5] if len(head) > 5 else ""
+            span, rss, anon = None, 0, None
+            if path.startswith("/") and "w" not in perms and perms.endswith("p") and \
+                    not path.endswith(" (deleted)"):
+                span = tuple(int(x, 16) for x in head[0].split("-"))
+        elif span is not None and head[0] == "Rss:":
+            rss = int(head[1]) * 1024
+        elif span is not None and head[0] == "Anonymous:":
+            anon = int(head[1])
+    drop()
+    return dropped
+
+
 def _options(name: str, threads: int) -> ort.SessionOptions:
     so = session_options(threads, exact=name not in _FLOAT_GRAPHS)
     if name in _FUSED_GRAPHS:

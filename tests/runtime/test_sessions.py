@@ -64,3 +64,30 @@ def test_exact_graphs_cached_compute_bit_for_bit_the_same(exported, tmp_path, mo
         b = plain.select(task, image, max_trace_tokens=16)
         assert a.robots == b.robots and a.confidences == b.confidences and a.reasoning == b.reasoning
         assert np.array_equal(cached.encode_fact(task), plain.encode_fact(task))
+
+
+def _rss_kb() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+
+
+def test_trim_file_pages_leaves_outputs_and_writable_memory_alone(exported, monkeypatch):
+    """Loading ends with the clean file-backed pages unmapped: RSS drops, everything still
+    runs and gives the same selection as before the trim; BITGEN_TRIM_FILE_PAGES=0 skips it."""
+    import sys
+    if not sys.platform.startswith("linux"):
+        return
+    from bitgen_core.runtime.sessions import trim_file_pages
+    monkeypatch.setenv("BITGEN_TRIM_FILE_PAGES", "0")
+    rt = BitGenRuntime.load(exported.directory)
+    assert trim_file_pages() == 0
+    img = np.random.default_rng(2).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    before = rt.select("inspect the flooded culvert", img, max_trace_tokens=16)
+    monkeypatch.setenv("BITGEN_TRIM_FILE_PAGES", "1")
+    rss = _rss_kb()
+    dropped = trim_file_pages()
+    assert dropped > 1 << 20 and _rss_kb() < rss
+    after = rt.select("inspect the flooded culvert", img, max_trace_tokens=16)
+    assert (after.robots, after.confidences, after.reasoning) == (before.robots, before.confidences, before.reasoning)
+    assert np.array_equal(rt.encode_fact("the east door is jammed"), rt.encode_fact("the east door is jammed"))
