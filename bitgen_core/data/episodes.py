@@ -33,6 +33,8 @@ from bitgen_core.data.rules import RuleBook
 from bitgen_core.data.world import RESOURCES, World
 
 SAME_SITE_LOCALITY = 0.75   # share of site locality tasks in another zone of the same site
+# The generator's human-wording knobs (see intents.sample_intent) for unpinned episode tasks.
+HUMAN_WORDING = {"p_landmark": 0.25, "p_family_verb": 0.2, "p_defect": 0.2, "p_route": 0.25}
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,10 @@ class Episode:
     rationale_unrelated: str
     distractor: dict | None = None   # {"key", "text"}: a fact that leaves this task's answer alone
     restore_text: str | None = None  # availability: the robot back in service (same key)
+    # site: the same task moved to another zone of the same site (the fact does not apply
+    # there, the answer stays robots_before), worded twice: the minimal pair for locality
+    nearby_tasks: list[str] | None = None
+    rationale_nearby: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -106,7 +112,7 @@ def apply_facts(book: RuleBook, facts, intent: Intent):
 
 def rationale_with_fact(book: RuleBook, fact: Fact | None, intent: Intent) -> str:
     d = apply_fact(book, fact, intent)
-    place = intent.place
+    place = intent.anchor
     if fact is not None and fact.zone_place is not None and fact.applies(intent.place):
         place = f"{place} ({fact.text})"
     return book.rationale(d, place)
@@ -144,12 +150,12 @@ class EpisodeMaker:
         robot = rng.choice(sorted(self.spec["availability"]))
         fact, fact_para = self._robot_fact(robot, rng)
         for _ in range(60):
-            intent, d = sample_intent(self.world, self.book, rng, p_condition=0.15)
+            intent, d = sample_intent(self.world, self.book, rng, p_condition=0.15, **HUMAN_WORDING)
             if d.robots[0] != robot:
                 continue
             after = apply_fact(self.book, fact, intent)
             if after.feasible:
-                other, od = sample_intent(self.world, self.book, rng, p_condition=0.15)
+                other, od = sample_intent(self.world, self.book, rng, p_condition=0.15, **HUMAN_WORDING)
                 if robot in od.robots:
                     continue
                 restore = rng.choice(self.spec["restored"][robot])
@@ -192,8 +198,12 @@ class EpisodeMaker:
                 other, _ = sample_intent(self.world, self.book, rng, p_condition=0.1, env=base_env)
             if fact.applies(other.place):
                 continue
+            # the minimal pair: this very job in another zone of the same site
+            moved = replace(intent, place=f"{head} {rng.choice(self._locations(other_zone, site))}")
+            if fact.applies(moved.place) or apply_fact(self.book, fact, moved).robots != d.robots:
+                continue
             return self._episode(idx, kind, fact, fill(rng.choice(para)), intent, para_intent, other, rng,
-                                 distractor_zone=(other_zone, site, base_env))
+                                 distractor_zone=(other_zone, site, base_env), nearby=moved)
         return None
 
     def _distractor(self, rng, intent: Intent, facts: list[Fact], zone_site) -> Fact | None:
@@ -221,7 +231,8 @@ class EpisodeMaker:
         return None
 
     def _episode(self, idx, kind, fact: Fact, fact_para: str, intent: Intent, para_intent: Intent,
-                 other: Intent, rng, restore_text: str | None = None, distractor_zone=None) -> Episode:
+                 other: Intent, rng, restore_text: str | None = None, distractor_zone=None,
+                 nearby: Intent | None = None) -> Episode:
         before = self.book.decide(intent.env, intent.needs, intent.conditions)
         after = apply_fact(self.book, fact, intent)
         unrelated = apply_fact(self.book, fact, other)
@@ -234,6 +245,7 @@ class EpisodeMaker:
             if para != task:
                 break
         distractor = self._distractor(rng, intent, [fact], distractor_zone)
+        nearby_tasks = None if nearby is None else [self._word(nearby, rng), self._word(nearby, rng)]
         return Episode(id=f"mem-{idx:06d}", fact={"key": fact.key, "text": fact.text}, fact_paraphrase=fact_para,
                        task=task, task_paraphrase=para, robots_before=list(before.robots),
                        robots_after=list(after.robots), unrelated_task=self._word(other, rng),
@@ -242,7 +254,8 @@ class EpisodeMaker:
                        rationale_after=rationale_with_fact(self.book, fact, intent),
                        rationale_unrelated=rationale_with_fact(self.book, fact, other),
                        distractor=None if distractor is None else {"key": distractor.key, "text": distractor.text},
-                       restore_text=restore_text)
+                       restore_text=restore_text, nearby_tasks=nearby_tasks,
+                       rationale_nearby=None if nearby is None else rationale_with_fact(self.book, fact, nearby))
 
 
 def is_availability_key(key: str) -> bool:
@@ -258,7 +271,9 @@ def episode_records(ep: Episode, split: str) -> list[dict]:
     Every fact gets `applies` (does it concern this record's task): the episode's own fact
     and its restoration do; on the unrelated task only an availability fact does; a
     distractor does if it is an availability fact (another robot out, everywhere) and not if
-    it is a condition in another zone."""
+    it is a condition in another zone. Site episodes add the minimal pair for locality: the
+    same job in another zone of the same site, with the fact as written and reworded (it does
+    not apply; the answer is the one without the fact)."""
     flag = lambda f, applies: {**f, "applies": bool(applies)}   # noqa: E731
     fact = [flag(ep.fact, True)]
     para_fact = [flag({"key": ep.fact["key"], "text": ep.fact_paraphrase}, True)]
@@ -278,6 +293,10 @@ def episode_records(ep: Episode, split: str) -> list[dict]:
     if distractor is not None:
         out.append(rec("d", ep.task_paraphrase, ep.robots_after, [distractor] + fact, ep.rationale_after))
         out.append(rec("x", ep.task, ep.robots_before, [distractor], ep.rationale_before))
+    if ep.nearby_tasks:      # the same job in another zone: the fact (as written, reworded) changes nothing
+        out.append(rec("m", ep.nearby_tasks[0], ep.robots_before, [flag(ep.fact, False)], ep.rationale_nearby))
+        out.append(rec("n", ep.nearby_tasks[1], ep.robots_before,
+                       [flag({"key": ep.fact["key"], "text": ep.fact_paraphrase}, False)], ep.rationale_nearby))
     if ep.restore_text is not None:
         out.append(rec("r", ep.task, ep.robots_before,
                        [flag({"key": ep.fact["key"], "text": ep.restore_text}, True)], ep.rationale_before))
