@@ -168,6 +168,7 @@ class BitGenRuntime:
             files.sessions.update(make_sessions(files, threads, tuple(n for n in files.config["graphs"]
                                                                         if n != "decode")))
         rt = cls(files, memory_path, **kwargs)
+        files.release_loading_data()
         trim_file_pages()   # the code and data only loading used leave the RSS (sessions.py)
         return rt
 

@@ -21,7 +21,7 @@ from bitgen_core.config import BitGenConfig
 from bitgen_core.errors import BitGenError, ModelLoadError
 from bitgen_core.memory_np import EpisodicMemoryNP
 from bitgen_core.runtime.manifest import MODEL_FORMAT, CheckedFiles, check_files, decode_t2, read_manifest
-from bitgen_core.runtime.sessions import build_sessions as make_sessions
+from bitgen_core.runtime.sessions import build_sessions as make_sessions, trim_file_pages
 from bitgen_core.tokenizer import BitGenTokenizer
 
 
@@ -41,6 +41,13 @@ class ModelFiles:
     ternary: dict[str, np.ndarray]
     graph_files: dict[str, Path]
     sessions: dict[str, ort.InferenceSession] = field(default_factory=dict)
+
+    def release_loading_data(self) -> None:
+        """Drop what only loading reads: the checked bytes of the small files (tokenizer.json,
+        packed weights, ...) and the decoded ternary codes, once the sessions and the numpy
+        decoder hold their own forms (the runtime calls it at the end of its load; 2.8 MB RSS)."""
+        self.checked.contents.clear()
+        self.ternary.clear()
 
 
 def _npy(data: bytes, name: str) -> np.ndarray:
@@ -149,5 +156,8 @@ def load_model_files(model_dir: str | os.PathLike, threads: int = 1, build_sessi
     files = ModelFiles(d, checked, config, model_config, tokenizer, catalog, embed, lm_head, robot_emb,
                        memory, ternary, graph_files)
     if build_sessions:
+        # the code only importing ran leaves the RSS before the sessions' memory comes in, so
+        # loading's own peak stays below a selection's (95 instead of 108 MB, bench child)
+        trim_file_pages()
         files.sessions = make_sessions(files, threads, skip_graphs)
     return files
