@@ -100,6 +100,8 @@ def _rows(table: np.ndarray):
 
 
 class BitGenRuntime:
+    _trim_after_first = False   # load() sets it: trim_file_pages once more after the first selection
+
     def __init__(self, files: ModelFiles, memory_path=None, *, limits: Limits = DEFAULT_LIMITS,
                  edit_guard=None, audit_log=None, memory_similarity: float = 0.5,
                  recover_memory: bool = False, decode_backend: str = "auto",
@@ -170,6 +172,7 @@ class BitGenRuntime:
         rt = cls(files, memory_path, **kwargs)
         files.release_loading_data()
         trim_file_pages()   # the code and data only loading used leave the RSS (sessions.py)
+        rt._trim_after_first = True   # and those a first selection alone runs (first-run set-up)
         return rt
 
     # ------------------------------------------------------------------ pieces
@@ -315,7 +318,11 @@ class BitGenRuntime:
     def select(self, task: str, image: np.ndarray | None = None, top_k: int = 3,
                max_trace_tokens: int = 32, on_token: Callable[[str], None] | None = None) -> Selection:
         with self._blas_threads():
-            return self._select(task, image, top_k, max_trace_tokens, on_token)
+            sel = self._select(task, image, top_k, max_trace_tokens, on_token)
+        if self._trim_after_first:   # once more, after the first selection (sessions.trim_file_pages)
+            self._trim_after_first = False
+            trim_file_pages()
+        return sel
 
     def _select(self, task, image, top_k, max_trace_tokens, on_token) -> Selection:
         t0 = time.perf_counter()

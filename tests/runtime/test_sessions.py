@@ -91,3 +91,14 @@ def test_trim_file_pages_leaves_outputs_and_writable_memory_alone(exported, monk
     after = rt.select("inspect the flooded culvert", img, max_trace_tokens=16)
     assert (after.robots, after.confidences, after.reasoning) == (before.robots, before.confidences, before.reasoning)
     assert np.array_equal(rt.encode_fact("the east door is jammed"), rt.encode_fact("the east door is jammed"))
+
+
+def test_load_trims_once_more_after_the_first_selection(exported, monkeypatch):
+    import bitgen_core.runtime.engine as engine
+    calls = []
+    monkeypatch.setattr(engine, "trim_file_pages", lambda: calls.append(1) or 0)
+    rt = BitGenRuntime.load(exported.directory)
+    assert calls == [1] and rt._trim_after_first
+    rt.select("inspect the flooded culvert", max_trace_tokens=4)
+    rt.select("inspect the flooded culvert", max_trace_tokens=4)
+    assert calls == [1, 1] and not rt._trim_after_first
