@@ -1,5 +1,5 @@
 """onnxruntime sessions for an exported model: options, ternary weights handed in at load, and
-a per-machine cache of the vision graph in its optimised form.
+a per-machine cache of the graphs in their optimised form, and the trim of load-only pages.
 
 Why the cache: onnxruntime's full optimisation of the vision graph (NCHWc layouts, conv
 fusions) makes it ~2.5x faster on this CPU (13 vs 34 ms), but the optimiser holds the
