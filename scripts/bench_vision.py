@@ -19,7 +19,8 @@ Parts (every figure one thread; ratios are int8 / float from this same run):
             plus the dev tasks each paired with --pairs rendered scenes of their environment
             family for a larger agreement sample
   preprocess  where `preprocess` spends its time on a 640x480 frame (Pillow steps, the
-            normalising table) and an alternative per-channel path checked for identical output
+            normalising table) and the two-step resize against a one-step one at 640x480,
+            1280x720 and 1920x1080 (time, mean pixel difference on rendered scenes)
   rss       fresh process per configuration: RSS added by creating the vision session and by
             running it (psutil), float vs int8, with and without onnxruntime's arena and
             memory pattern
