@@ -82,7 +82,8 @@ class Episode:
     distractor: dict | None = None   # {"key", "text"}: a fact that leaves this task's answer alone
     restore_text: str | None = None  # availability: the robot back in service (same key)
     # site: the same task moved to another zone of the same site (the fact does not apply
-    # there, the answer stays robots_before), worded twice: the minimal pair for locality
+    # there, the answer stays robots_before), worded twice (the first is trained on): the
+    # minimal pair for locality
     nearby_tasks: list[str] | None = None
     rationale_nearby: str | None = None
 
@@ -272,8 +273,8 @@ def episode_records(ep: Episode, split: str) -> list[dict]:
     and its restoration do; on the unrelated task only an availability fact does; a
     distractor does if it is an availability fact (another robot out, everywhere) and not if
     it is a condition in another zone. Site episodes add the minimal pair for locality: the
-    same job in another zone of the same site, with the fact as written and reworded (it does
-    not apply; the answer is the one without the fact)."""
+    same job in another zone of the same site with the fact in force (it does not apply; the
+    answer is the one without the fact)."""
     flag = lambda f, applies: {**f, "applies": bool(applies)}   # noqa: E731
     fact = [flag(ep.fact, True)]
     para_fact = [flag({"key": ep.fact["key"], "text": ep.fact_paraphrase}, True)]
@@ -293,10 +294,9 @@ def episode_records(ep: Episode, split: str) -> list[dict]:
     if distractor is not None:
         out.append(rec("d", ep.task_paraphrase, ep.robots_after, [distractor] + fact, ep.rationale_after))
         out.append(rec("x", ep.task, ep.robots_before, [distractor], ep.rationale_before))
-    if ep.nearby_tasks:      # the same job in another zone: the fact (as written, reworded) changes nothing
+    if ep.nearby_tasks:      # the same job in another zone: the fact changes nothing (one record:
+        # v4b's two, fact as written and reworded, made site facts too timid, reports/retrain_v4)
         out.append(rec("m", ep.nearby_tasks[0], ep.robots_before, [flag(ep.fact, False)], ep.rationale_nearby))
-        out.append(rec("n", ep.nearby_tasks[1], ep.robots_before,
-                       [flag({"key": ep.fact["key"], "text": ep.fact_paraphrase}, False)], ep.rationale_nearby))
     if ep.restore_text is not None:
         out.append(rec("r", ep.task, ep.robots_before,
                        [flag({"key": ep.fact["key"], "text": ep.restore_text}, True)], ep.rationale_before))
