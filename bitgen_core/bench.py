@@ -251,22 +251,34 @@ def _run_child(kind: str, *args: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- in-process parts
-def bench_select(rt, iterations: int) -> dict:
+def bench_select(rt, iterations: int, baseline=None) -> dict:
+    """Selections of `rt`; with `baseline` (another runtime) the two take turns, selection by
+    selection, so both see the same machine, and the baseline's figures come back under
+    "baseline" (the bench passes free trace decoding, `trace_grammar=False`)."""
     images = _images(4)
-    for i in range(3):
-        rt.select(TASKS[i], images[i % 4], max_trace_tokens=32)
-    rows, cpu = [], []
+    rts = [rt] + ([baseline] if baseline is not None else [])
+    for r in rts:
+        for i in range(3):
+            r.select(TASKS[i], images[i % 4], max_trace_tokens=32)
+    rows, cpu = [[] for _ in rts], [[] for _ in rts]
     for i in range(iterations):
-        c = time.process_time()
-        sel = rt.select(TASKS[i % len(TASKS)], images[i % 4], top_k=3, max_trace_tokens=32)
-        cpu.append((time.process_time() - c) * 1e3)
-        rows.append(sel.latency_ms)
-    part = {k: _pct([r[k] for r in rows], 50) for k in rows[0]}
-    total = [r["total"] for r in rows]
-    # CPU time of the process per selection: what the selection costs, whatever else the
-    # machine runs (on a shared machine the wall clock also measures the other jobs)
-    return {"p50_ms": _pct(total, 50), "p95_ms": _pct(total, 95), "parts_p50_ms": part,
-            "cpu_p50_ms": _pct(cpu, 50), "cpu_p95_ms": _pct(cpu, 95), "iterations": iterations}
+        for j, r in enumerate(rts):
+            c = time.process_time()
+            sel = r.select(TASKS[i % len(TASKS)], images[i % 4], top_k=3, max_trace_tokens=32)
+            cpu[j].append((time.process_time() - c) * 1e3)
+            rows[j].append(sel.latency_ms)
+
+    def summary(rows, cpu):
+        part = {k: _pct([r[k] for r in rows], 50) for k in rows[0]}
+        total = [r["total"] for r in rows]
+        # CPU time of the process per selection: what the selection costs, whatever else the
+        # machine runs (on a shared machine the wall clock also measures the other jobs)
+        return {"p50_ms": _pct(total, 50), "p95_ms": _pct(total, 95), "parts_p50_ms": part,
+                "cpu_p50_ms": _pct(cpu, 50), "cpu_p95_ms": _pct(cpu, 95), "iterations": iterations}
+    out = summary(rows[0], cpu[0])
+    if baseline is not None:
+        out["baseline"] = summary(rows[1], cpu[1])
+    return out
 
 
 def bench_trace(rt, tokens: int, runs: int = 3) -> dict:
@@ -416,6 +428,13 @@ def markdown(r: dict) -> str:
         if "cpu_p50_ms" in s:
             lines.append(f"| select e2e CPU time, {th} thread(s): p50 / p95 | {s['cpu_p50_ms']:.1f} / "
                          f"{s['cpu_p95_ms']:.1f} ms |")
+    base = r["select"]["1"].get("baseline")
+    if base:
+        s1 = r["select"]["1"]
+        lines.append(f"| same run, taking turns: select with free trace decoding (trace_grammar=False), "
+                     f"1 thread: p50 / p95 | {base['p50_ms']:.1f} / {base['p95_ms']:.1f} ms (trace part "
+                     f"{base['parts_p50_ms'].get('trace', float('nan')):.2f}); grammar / free p50 "
+                     f"{s1['p50_ms'] / base['p50_ms']:.2f}x |")
     lines.append(f"| vision encode (1 thread, p50) | {r['select']['1']['parts_p50_ms'].get('vision', float('nan')):.2f} ms |")
     tr = r["trace"]
     lines.append(f"| trace generation (1 thread, {tr['tokens']} tokens, median of {tr.get('runs', 1)}) | "
@@ -459,7 +478,9 @@ def run(args) -> dict:
     r: dict = {"machine": machine(), "select": {}}
     rt1 = BitGenRuntime.load(model, threads=1)
     r["model_id"] = rt1.model_id
-    r["select"]["1"] = bench_select(rt1, args.iterations)
+    free = BitGenRuntime.load(model, threads=1, trace_grammar=False)
+    r["select"]["1"] = bench_select(rt1, args.iterations, baseline=free)
+    del free
     r["trace"] = bench_trace(rt1, 256 if not args.quick else 64)
     rt2 = BitGenRuntime.load(model, threads=2)
     r["select"]["2"] = bench_select(rt2, args.iterations)

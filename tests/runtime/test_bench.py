@@ -18,6 +18,9 @@ def test_bench_reports_every_target_with_the_machine(exported, tmp_path):
     assert {"cpu", "cores", "avx2", "vnni", "onnxruntime"} <= set(r["machine"])
     assert set(r["select"]) == {"1", "2"} and r["select"]["1"]["p50_ms"] > 0
     assert 0 < r["select"]["1"]["cpu_p50_ms"] <= r["select"]["1"]["cpu_p95_ms"]
+    # the same-run baseline: free trace decoding, selection by selection with the grammar's
+    base = r["select"]["1"]["baseline"]
+    assert base["iterations"] == 3 and base["p50_ms"] > 0 and "trace" in base["parts_p50_ms"]
     assert r["rss"]["selections"] == 5 and r["rss"]["torch_imported"] is False
     point = r["stream"]["sink"]["points"]["100"]
     assert point["ms_per_token"] > 0 and point["wall_ms_per_token"] > 0
