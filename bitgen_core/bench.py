@@ -86,15 +86,23 @@ def _images(n: int, seed: int = 0) -> list[np.ndarray]:
     return [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(n)]
 
 
-def _rss_mb() -> float:
-    """Current RSS, from /proc on Linux: importing psutil for it would add its own ~1 MB to
-    the RSS child's figure, which measures the runtime, not the benchmark."""
+def _proc_status_mb(field: str) -> float | None:
+    """A `kB` line of /proc/self/status in MB (None off Linux or when unreadable)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except (OSError, ValueError, IndexError):
         pass
+    return None
+
+
+def _rss_mb() -> float:
+    """Current RSS, from /proc on Linux: importing psutil for it would add its own ~1 MB to
+    the RSS child's figure, which measures the runtime, not the benchmark."""
+    mb = _proc_status_mb("VmRSS")
+    if mb is not None:
+        return mb
     import psutil
     return psutil.Process().memory_info().rss / 2**20
 
@@ -104,12 +112,9 @@ def _peak_rss_mb() -> float:
     fork + exec, so a child of the benchmark reported the *parent's* RSS at fork time (291 MB
     measured for a runtime whose own peak was ~160 MB). VmHWM is the high-water mark of the
     current address space, which exec starts afresh."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
+    mb = _proc_status_mb("VmHWM")
+    if mb is not None:
+        return mb
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # not Linux: best effort
 
 
