@@ -65,6 +65,14 @@ class Generation:
                                              chosen=chosen)["texts"][0]
         return out
 
+    def _trace_grammar(self) -> TraceGrammar:
+        """The rationale grammar of this catalog, built once (the runtime builds it at load)."""
+        key = self.catalog.fingerprint()
+        cached = getattr(self, "_grammar_cache", None)
+        if cached is None or cached[0] != key:
+            cached = self._grammar_cache = (key, TraceGrammar.for_catalog(self.tokenizer, self.catalog))
+        return cached[1]
+
     @torch.no_grad()
     def iter_trace(self, sep_state, cache: SinkKVCache, image_tokens=None, max_new_tokens: int | None = None,
                    temperature: float = 0.0, generator: torch.Generator | None = None,
@@ -84,8 +92,7 @@ class Generation:
         done = torch.zeros(rows, dtype=torch.bool, device=sep_state.device)
         clause = SelectionClause(self.tokenizer, self.catalog) if chosen is not None else None
         # greedy selection traces keep to the rationale grammar, as the runtime's do
-        grammar = (TraceGrammar.for_catalog(self.tokenizer, self.catalog)
-                   if chosen is not None and temperature <= 0 else None)
+        grammar = self._trace_grammar() if chosen is not None and temperature <= 0 else None
         cursors = [grammar.start() for _ in range(rows)] if grammar is not None else None
         history: list[list[int]] = [[] for _ in range(rows)]
         forced: list[list[int] | None] = [None] * rows    # None: not forced yet; [] forced, spent

@@ -241,13 +241,11 @@ class BitGenRuntime:
 
     def _next_token(self, state: np.ndarray, allowed: tuple[int, ...] | None = None) -> int:
         """Greedy pick: int8 head shortlist (head.onnx), exact float32 re-score of the shortlist.
-        With `allowed` (the trace grammar's valid continuations) no head: the one token, or the
-        exact float32 argmax over those rows."""
+        With `allowed` (the trace grammar's valid continuations; `_decode` forces a single one
+        without calling this) no head: the exact float32 argmax over those rows."""
         if allowed is None:
             cand = self._s["head"].run(None, {"state": state})[0][0]
             return int(cand[np.argmax(self._lm_head[cand] @ state[0])])
-        if len(allowed) == 1:
-            return allowed[0]
         rows, index = self._grammar_rows
         return allowed[int(np.argmax(rows[[index[t] for t in allowed]] @ state[0]))]
 
