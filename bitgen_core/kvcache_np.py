@@ -92,6 +92,18 @@ class SinkKVCache:
         self.seen += 1
         return slot
 
+    def rewind(self, n: int) -> None:
+        """Drop the newest n tokens again (a rejected speculative draft, engine.py). Only
+        while nothing was ever evicted (seen <= capacity): then every slot still holds the
+        token it was written with, and dropping the newest ones leaves the cache exactly as
+        if they had never been appended. Their slots are overwritten by the next tokens."""
+        n = int(n)
+        if n < 0 or n > self.seen:
+            raise ValueError(f"cannot rewind {n} of {self.seen} tokens")
+        if self.seen > self.capacity:
+            raise ValueError("cannot rewind a cache that has evicted tokens")
+        self.seen -= n
+
     def _reserve(self, like: tuple[int, ...], upto: int, dtype=np.float32) -> None:
         """Allocate (or grow by doubling) every buffer to hold physical slots [0, upto)."""
         k = self._buf.get("k")

@@ -17,6 +17,7 @@ this, so the two produce the same traces.
 """
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 SELECTED_MARKER = "selected:"
@@ -173,3 +174,129 @@ class GrammarCursor:
             self.node = {_PARTS: g.parts, _NAMES: g.names}.get(self.mode)
         else:
             self.node = child
+
+
+# ----------------------------------------------------------------------------------------
+# Drafting the capable list: a speculative continuation the decoder verifies.
+#
+# Inside the grammar most decoder passes go to the capable list: after "needs: <labels>" the
+# decoder picks "," or "→", then a robot, then "," or ";", one pass per pick ("legged" ->
+# "," -> "drone" -> ...). The rules say what that list is for the family and labels the
+# decoder has just written (RuleBook.rationale, in the compact key form stage 2 trains on,
+# training/stage2.py compact_trace), and the model mostly writes exactly that (154 of 190
+# dev traces). So the runtime feeds the draft to the decoder in the same pass as the pending
+# tokens, with the state after every draft token (decode_np.step_many all_states), and takes
+# draft tokens only while they equal its own greedy picks; at the first difference the rest
+# of the draft leaves the cache again (SinkKVCache.rewind). The trace is the one greedy
+# decoding writes without a draft -- the draft only saves passes, it never picks a token.
+
+
+def _label_runs(text: str, labels: Sequence[str]) -> tuple[list[str], bool] | None:
+    """Split `text` ("a, b, c") into known labels (labels may contain ", " themselves).
+    Returns (labels, ends_complete) or None if it is not a run of labels (plus, at the end,
+    a label's beginning, then ends_complete is False)."""
+    out: list[str] = []
+    i = 0
+    while True:
+        best = max((lab for lab in labels if text.startswith(lab, i)
+                    and (i + len(lab) == len(text) or text.startswith(", ", i + len(lab)))),
+                   key=len, default=None)
+        if best is None:
+            return (out, False) if any(lab.startswith(text[i:]) for lab in labels) else None
+        out.append(best)
+        i += len(best)
+        if i == len(text):
+            return out, True
+        i += 2
+        if i == len(text):
+            return out, False   # "a, " -- the next label not begun (not a grammar position)
+
+
+class RuleDraft:
+    """draft(trace_ids) -> token ids the trace would continue with up to "selected:" if it
+    keeps to the rules, or [] where there is nothing useful to draft.
+
+        d = RuleDraft.for_catalog(tokenizer, catalog)   # None if the rules do not fit the catalog
+        d.draft(ids)       # at a pick after the needs labels or inside the capable list
+    """
+
+    _HEAD = re.compile(r"^environment: .+? → (?P<family>[^;]+); needs: (?P<rest>.*)$", re.S)
+
+    def __init__(self, tokenizer, catalog, rulebook):
+        self.tok, self.catalog, self.rules = tokenizer, catalog, rulebook
+        enc = lambda s: list(tokenizer.encode(s))   # noqa: E731
+        self._arrow, self._comma, self._selected = enc("→"), enc(","), enc("; selected:")
+        self._family = {spec["label"]: k for k, spec in rulebook.families.items()}
+        self._parts: dict[str, tuple[str, str]] = {}
+        for k, spec in rulebook.needs.items():
+            self._parts[spec["label"]] = ("need", k)
+        for k, spec in rulebook.conditions.items():
+            self._parts[spec["label"]] = ("condition", k)
+        self._robot: dict[str, str] = {}     # every written form (decoded, lower case) -> key
+        for r in catalog.robots:
+            for form in (r.key, r.name, *r.aliases):
+                self._robot[tokenizer.decode(tokenizer.encode(form))] = r.key
+        for form, key in list(self._robot.items()):
+            self._parts[f"{form} unavailable"] = ("unavailable", key)
+        self._names = sorted(self._robot, key=len, reverse=True)
+        self._enc_key = {r.key: enc(r.key) for r in catalog.robots}
+        self._enc_name = {r.key: enc(r.name) for r in catalog.robots}
+
+    @classmethod
+    def for_catalog(cls, tokenizer, catalog) -> "RuleDraft | None":
+        """From the package's rules; None when they name robots the catalog lacks (an edited
+        fleet): then there is no draft and decoding is unchanged."""
+        from bitgen_core.data.rules import RuleBook
+        from bitgen_core.errors import InputError
+        try:
+            return cls(tokenizer, catalog, RuleBook.load(catalog=catalog))
+        except InputError:
+            return None
+
+    def capable(self, family: str, parts: Sequence[str]) -> list[str]:
+        """Robot keys the rules list after these labels (RuleBook.rationale's capable list)."""
+        kinds: dict[str, list[str]] = {"need": [], "condition": [], "unavailable": []}
+        for p in parts:
+            kind, key = self._parts[p]
+            kinds[kind].append(key)
+        mob = self.rules.operable(family, kinds["condition"], kinds["unavailable"])
+        out: list[str] = []
+        for n in kinds["need"]:
+            out += [r for r in self.rules._candidates(n, mob) if r not in out]
+        return out
+
+    def draft(self, ids: Sequence[int]) -> list[int]:
+        m = self._HEAD.match(self.tok.decode(ids))
+        if m is None or m["family"] not in self._family:
+            return []
+        rest = m["rest"]
+        labels_text, sep, names_text = rest.partition(" → ")
+        if not sep and rest.endswith(" →"):
+            labels_text, sep = rest[:-2], " →"
+        parsed = _label_runs(labels_text, list(self._parts))
+        if parsed is None or not parsed[1] or not any(self._parts[p][0] == "need" for p in parsed[0]):
+            return []                                 # inside a label, or no need written
+        capable = self.capable(self._family[m["family"]], parsed[0])
+        if not sep:                                   # "needs: close inspection" + "→ …"
+            return self._arrow + self._tail(capable, self._enc_key, False) if capable else []
+        after_comma = names_text.endswith(",")
+        body = names_text[:-1] if after_comma else names_text
+        names = _label_runs(body, self._names) if body else ([], True)
+        if names is None or not names[1]:
+            return []                                 # inside a robot's name
+        written = names[0]
+        # the form the trace already uses: keys (what stage 2 trains) unless it wrote names
+        enc = self._enc_name if any(self._robot[n] != n for n in written) else self._enc_key
+        left = [r for r in capable if r not in {self._robot[n] for n in written}]
+        if body and not after_comma:                  # "→ legged" + ", drone, …; selected:"
+            return self._tail(left, enc, True)
+        return self._tail(left, enc, False) if left else []
+
+    def _tail(self, keys: list[str], enc: dict, lead_comma: bool) -> list[int]:
+        """", "-joined names (led by one if lead_comma), then "; selected:"."""
+        out: list[int] = []
+        for i, k in enumerate(keys):
+            if i or lead_comma:
+                out += self._comma
+            out += enc[k]
+        return out + self._selected

@@ -257,20 +257,22 @@ class NumpyDecoder:
         k = cache.buffer("k")[..., :n, :]
         cache.buffer("k_rot")[..., :n, :] = self._rotate(k, cos, sin)
 
-    def step_many(self, xs: np.ndarray, cache: SinkKVCache, image_kv=None) -> np.ndarray:
+    def step_many(self, xs: np.ndarray, cache: SinkKVCache, image_kv=None,
+                  all_states: bool = False) -> np.ndarray:
         """xs (m, d) embedded tokens after the tokens in `cache` -> state (1, d) after the
-        last one; all m written to the cache. One pass for the m tokens (causal attention
-        inside the chunk) while the cache has never evicted and the chunk fits, else m `step`s.
-        The trace grammar's forced runs come here ("and high structures; needs:"): one pass
-        costs about what one step does (per-call overhead dominates at d=128). The linear
+        last one (all_states: (m, d), the state after each, for a draft to verify); all m
+        written to the cache. One pass for the m tokens (causal attention inside the chunk)
+        while the cache has never evicted and the chunk fits, else m `step`s.
+        The trace grammar's forced runs and the capable-list drafts come here ("and high
+        structures; needs:"): per-call overhead dominates at d=128, so a pass of 8 tokens
+        costs about what 2-3 single steps do. The linear
         layers give bit-identical codes row by row (integer matmuls, float64 scalars as in
         `_bitlinear`); attention sums in another order, a float32 rounding apart."""
         xs = np.asarray(xs, np.float32).reshape(-1, self.d)
         m = xs.shape[0]
         if m == 1 or cache.seen + m > cache.capacity:
-            for x in xs:
-                state = self.step(x, cache, image_kv)
-            return state
+            states = [self.step(x, cache, image_kv) for x in xs]
+            return np.concatenate(states) if all_states else states[-1]
         h, hd, d = self.n_heads, self.head_dim, self.d
         t0 = cache.seen
         for _ in range(m):
@@ -298,6 +300,8 @@ class NumpyDecoder:
             up = self._rows(x, layer.up)
             a, b = up[:, :up.shape[1] // 2], up[:, up.shape[1] // 2:]
             x = x + self._rows(a / (1.0 + np.exp(-a)) * b, layer.down)
+        if all_states:
+            return np.stack([self._rms(r, self.final_norm) for r in x])
         return self._rms(x[-1], self.final_norm)[None]
 
     def _rows(self, x: np.ndarray, lin: _Linear) -> np.ndarray:

@@ -44,7 +44,7 @@ from bitgen_core.errors import InputError, ModelLoadError
 from bitgen_core.image_preprocess import preprocess
 from bitgen_core.kvcache_np import SinkKVCache
 from bitgen_core.limits import DEFAULT_LIMITS, Limits, validate_task
-from bitgen_core.runtime.constrained import SelectionClause, TraceGrammar, chosen_robots
+from bitgen_core.runtime.constrained import RuleDraft, SelectionClause, TraceGrammar, chosen_robots
 from bitgen_core.runtime.decode_np import BlasThreads, NumpyDecoder
 from bitgen_core.runtime.memory import RuntimeMemory
 from bitgen_core.runtime.model_files import ModelFiles, load_model_files  # noqa: F401  (re-exported)
@@ -99,17 +99,39 @@ def _rows(table: np.ndarray):
     return table
 
 
+class _NumpyStep:
+    """The numpy decoder on one stream: step(tokens) -> state after the last; with
+    all_states=True the state after each (a draft to verify), and rewind(n) to drop the
+    newest n again (the part of a draft the decoder did not pick)."""
+    drafts = True
+
+    def __init__(self, dec: NumpyDecoder, embed, cache: SinkKVCache, image_kv):
+        self.dec, self.embed, self.cache, self.image_kv = dec, embed, cache, image_kv
+
+    def __call__(self, toks: list[int], all_states: bool = False) -> np.ndarray:
+        return self.dec.step_many(self.embed[np.array(toks)], self.cache, self.image_kv, all_states)
+
+    def room(self, n: int) -> bool:
+        """n more tokens fit in one pass and could be rewound (nothing evicted)."""
+        return self.cache.seen + n <= self.cache.capacity
+
+    def rewind(self, n: int) -> None:
+        self.cache.rewind(n)
+
+
 class BitGenRuntime:
     _trim_after_first = False   # load() sets it: trim_file_pages once more after the first selection
 
     def __init__(self, files: ModelFiles, memory_path=None, *, limits: Limits = DEFAULT_LIMITS,
                  edit_guard=None, audit_log=None, memory_similarity: float = 0.5,
                  recover_memory: bool = False, decode_backend: str = "auto",
-                 trace_grammar: bool = True) -> None:
+                 trace_grammar: bool = True, trace_draft: bool = True) -> None:
         """decode_backend: "numpy" (decode_np.py, the fast path), "onnx" (decode.onnx) or
         "auto" (numpy when the export carries its parameters). trace_grammar: decode the
         selection's trace within the rationale grammar (constrained.py; False: free decoding
-        up to the "selected:" clause, the behaviour before it)."""
+        up to the "selected:" clause, the behaviour before it). trace_draft: within the grammar,
+        feed the rules' capable list ahead as a draft the decoder verifies (constrained.py
+        RuleDraft; same trace, fewer decoder passes; numpy decoder only)."""
         self.files = files
         self.model_dir = files.directory
         self.model_id: str = files.checked.manifest["model_id"]
@@ -143,6 +165,7 @@ class BitGenRuntime:
                                          if "head" in files.sessions else 1)
         self._clause = SelectionClause(self.tokenizer, self.catalog)
         self._grammar, self._grammar_rows = self._trace_grammar(trace_grammar)
+        self._drafter = RuleDraft.for_catalog(self.tokenizer, self.catalog) if trace_grammar and trace_draft else None
         self.memory = RuntimeMemory(files.memory, self.encode_fact, memory_path, limits=limits,
                                     guard=edit_guard, audit=audit_log,
                                     similarity_threshold=memory_similarity, recover=recover_memory)
@@ -258,9 +281,8 @@ class BitGenRuntime:
         cache = prompt.cache if cache is None else cache
         img = prompt.feeds
         if self._np_decoder is not None:
-            dec, image_kv = self._np_decoder, prompt.image_kv
-            dec.attach(cache)
-            return lambda toks: dec.step_many(self._embed[np.array(toks)], cache, image_kv)
+            self._np_decoder.attach(cache)
+            return _NumpyStep(self._np_decoder, self._embed, cache, prompt.image_kv)
         graph = self._s["decode"]
 
         def onnx_step(toks: list[int]) -> np.ndarray:
@@ -287,7 +309,9 @@ class BitGenRuntime:
         forced: list[int] = []
         trace: list[int] = []
         pending: list[int] = []          # picked, not yet fed to the decoder
+        ahead: list[tuple[int, np.ndarray]] = []   # draft tokens fed past the picks, with states
         cursor = self._grammar.start() if chosen is not None and self._grammar is not None else None
+        drafter = self._drafter if cursor is not None and getattr(step, "drafts", False) else None
         for i in range(max_tokens):
             allowed = None if cursor is None else cursor.allowed()
             if forced:
@@ -296,7 +320,14 @@ class BitGenRuntime:
                 pick = allowed[0]
             else:
                 if pending:
-                    state = step(pending)
+                    draft = drafter.draft(trace) if drafter is not None and allowed is not None else []
+                    if draft and step.room(len(pending) + len(draft)):
+                        states = step(pending + draft, all_states=True)
+                        n = len(pending)
+                        state = states[n - 1:n]
+                        ahead = [(t, states[n + j:n + j + 1]) for j, t in enumerate(draft)]
+                    else:
+                        state = step(pending)
                     pending = []
                 pick = self._next_token(state, allowed)
             yield pick
@@ -305,10 +336,17 @@ class BitGenRuntime:
             trace.append(pick)
             if cursor is not None:
                 cursor.advance(pick)
+            fed = False
+            if ahead:                    # a draft is in the cache: keep it while it is the pick
+                if ahead[0][0] == pick:
+                    state, fed = ahead.pop(0)[1], True
+                else:
+                    step.rewind(len(ahead))
+                    ahead = []
             if chosen is not None and not forced and self._clause.marker_ends_at(trace):
                 forced = self._clause.forced_ids(chosen)
                 chosen = None
-            if forced and not ignore_eos:
+            if fed or (forced and not ignore_eos):
                 continue
             pending.append(pick)
 

@@ -192,3 +192,56 @@ def test_a_run_of_tokens_in_one_pass_equals_one_step_each(files, image_tokens, w
     for x in xs:
         ref = dec.step(x, twin, img)
     np.testing.assert_array_equal(dec.step_many(xs, full, img), ref)
+
+
+@pytest.mark.parametrize("with_image", [False, True])
+def test_one_pass_gives_the_state_after_every_token(files, image_tokens, with_image):
+    """step_many(all_states=True), the pass that verifies a draft: row j is the state after
+    token j, as single steps give it."""
+    cfg = files.model_config
+    dec = NumpyDecoder.from_model_files(files)
+    rng = np.random.default_rng(21)
+    shape = (cfg.n_layers, 1, cfg.n_heads, 6, cfg.head_dim)
+    past = [rng.standard_normal(shape).astype(np.float32) for _ in range(2)]
+    xs = files.embed[rng.integers(0, cfg.vocab_size, 5)]
+    img = dec.bind_image(image_tokens if with_image else None)
+    one, many = SinkKVCache(cfg.n_sink, cfg.window), SinkKVCache(cfg.n_sink, cfg.window)
+    for c in (one, many):
+        c.append(*past)
+        dec.attach(c)
+    ref = np.concatenate([dec.step(x, one, img) for x in xs])
+    got = dec.step_many(xs, many, img, all_states=True)
+    assert got.shape == (5, cfg.d_model)
+    np.testing.assert_allclose(got, ref, atol=2e-5, rtol=1e-5)
+    np.testing.assert_array_equal(got[-1:], dec.step_many(xs, _rewound(many, 5, dec), img))
+
+
+def _rewound(cache, n, dec):
+    cache.rewind(n)
+    return cache
+
+
+def test_a_rewound_cache_is_the_cache_that_never_saw_the_tokens(files):
+    """SinkKVCache.rewind (a rejected draft): the next tokens see exactly what they would
+    have seen; a cache that has evicted cannot rewind."""
+    cfg = files.model_config
+    dec = NumpyDecoder.from_model_files(files)
+    rng = np.random.default_rng(22)
+    shape = (cfg.n_layers, 1, cfg.n_heads, 4, cfg.head_dim)
+    past = [rng.standard_normal(shape).astype(np.float32) for _ in range(2)]
+    draft, real = (files.embed[rng.integers(0, cfg.vocab_size, k)] for k in (6, 3))
+    a, b = SinkKVCache(cfg.n_sink, cfg.window), SinkKVCache(cfg.n_sink, cfg.window)
+    for c in (a, b):
+        c.append(*past)
+        dec.attach(c)
+    dec.step_many(draft, a, None, all_states=True)
+    a.rewind(6)
+    assert a.seen == b.seen == 4
+    np.testing.assert_array_equal(dec.step_many(real, a, None), dec.step_many(real, b, None))
+    np.testing.assert_array_equal(a.k, b.k)
+    small = SinkKVCache(1, 3)
+    small.append(*(rng.standard_normal((1, 1, 2, 5, 4)).astype(np.float32) for _ in range(2)))
+    with pytest.raises(ValueError, match="evicted"):
+        small.rewind(1)
+    with pytest.raises(ValueError, match="rewind"):
+        b.rewind(b.seen + 1)
