@@ -11,8 +11,9 @@ What lands in the directory (format `bitgen-model` version 1, see docs/ARCHITECT
     selector.onnx      state at [SEP] x robot embeddings -> Tiny-R1 reasoning -> probabilities
     weights/*.t2       every BitLinear's ternary codes, 2-bit packed, with its absmean scale
     weights/embed.npy  the (tied) token embedding / output head, float32
-    weights/backbone_float.npz  RMSNorm gains, cross-attention gates, final norm: with the
-                       packed codes, what the runtime's numpy decode step (decode_np.py) needs
+    weights/backbone_float.npz  RMSNorm gains, cross-attention gates, final norm, memory
+                       prefix: with the packed codes, what the runtime's numpy prefill and
+                       decode step (decode_np.py) need
     robot_embeddings.npy, memory.npz, tokenizer.json, catalog.yaml, config.json, manifest.json
 
 Design choices (measured, see docs and `bitgen bench`):
@@ -337,11 +338,12 @@ def _write_directory(model, d: Path, model_id: str | None) -> dict:
         np.save(d / "weights" / "lm_head.npy", model.lm_head.weight.detach().float().numpy())
         lm_head_file = "weights/lm_head.npy"
 
-    # 2b. the backbone's float parameters for the runtime's numpy decode step (decode_np.py):
-    # RMSNorm gains, cross-attention gates, the final norm; the ternary codes come from *.t2
+    # 2b. the backbone's float parameters for the runtime's numpy decode step and prefill
+    # (decode_np.py): RMSNorm gains, cross-attention gates, the final norm, and the memory
+    # prefix (memory_prefix_proj's norm/bias, memory_pos); the ternary codes come from *.t2
     backbone = {k: v.detach().float().numpy() for k, v in model.state_dict().items()
-                if (k.startswith("blocks.") and k.endswith(("norm.weight", ".bias", "xattn.gate")))
-                or k == "norm.weight"}
+                if (k.startswith(("blocks.", "memory_prefix_proj.")) and k.endswith(("norm.weight", ".bias", "xattn.gate")))
+                or k in ("norm.weight", "memory_pos")}
     np.savez(d / "weights" / "backbone_float.npz", **backbone)
 
     # 3. graphs

@@ -1,4 +1,4 @@
-"""The BitGen backbone's decode step in numpy: the trace's hot loop, without onnxruntime.
+"""The BitGen backbone's decode step (and prefill) in numpy: the trace's hot loop, without onnxruntime.
 
 Why not the exported decode.onnx: at d=128 a decode step is a few hundred tiny operators, and
 onnxruntime's per-node dispatch (measured here: ~1.7 ms a step for ~320 nodes) dwarfs the
@@ -25,8 +25,12 @@ again. Angles are computed in float64 from the integer position, so a stream of 
 tokens keeps exact rotations. The image cross-attention keys/values depend only on the image:
 `bind_image` computes them once per selection.
 
+The prompt goes through the same code (`prefill`: the memory tokens from the memory read, then
+one pass over [SINK][memory][task][SEP]), so prefill.onnx needs no session either.
+
     dec = NumpyDecoder.from_model_files(files)
     img = dec.bind_image(image_tokens)       # (1, N, d) or None
+    state = dec.prefill(x, z_read, cache, img)   # x (L, d) embedded prompt, cache empty
     dec.attach(cache)                        # a SinkKVCache holding the prompt's K/V
     state = dec.step(x, cache, img)          # x (d,) embedded token -> (1, d); cache grows by one
 """
@@ -114,6 +118,7 @@ class NumpyDecoder:
             np.arange(0, hd, 2, dtype=np.float32) / np.float32(hd)))).astype(np.float32)
         self._tables = (np.zeros((0, hd), np.float32),) * 2    # (cos, signed sin), one attribute:
         # swapped whole, so a selection on another thread never sees a cos without its sin
+        self.memory_prefix: tuple[_Linear, np.ndarray] | None = None   # (memory_prefix_proj, memory_pos)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -152,8 +157,23 @@ class NumpyDecoder:
             final = params["norm.weight"]
         except KeyError as e:
             raise ModelLoadError(f"model file {rel} lacks {e}; re-export the model") from None
-        return cls(layers, final, cfg.n_heads, cfg.rope_base, spec.get("rms_eps", 1e-6),
-                   spec.get("act_eps", 1e-5))
+        dec = cls(layers, final, cfg.n_heads, cfg.rope_base, spec.get("rms_eps", 1e-6),
+                  spec.get("act_eps", 1e-5))
+        if "memory_pos" in params:   # exports since the numpy prefill; older ones keep prefill.onnx
+            dec.memory_prefix = (lin("memory_prefix_proj"), params["memory_pos"])
+        return dec
+
+    @staticmethod
+    def covers_prefill(files) -> bool:
+        """The export carries what `prefill` needs (else the runtime keeps prefill.onnx)."""
+        spec = files.config.get("decode_numpy")
+        if not spec or spec["file"] not in files.checked.contents:
+            return False
+        try:
+            with np.load(io.BytesIO(files.checked.contents[spec["file"]])) as z:
+                return "memory_pos" in z.files
+        except (ValueError, OSError):
+            return False
 
     # ------------------------------------------------------------------ pieces
     # Per-token vectors are 1-D and per-token scalars Python floats: at this size each numpy
@@ -303,6 +323,22 @@ class NumpyDecoder:
         if all_states:
             return np.stack([self._rms(r, self.final_norm) for r in x])
         return self._rms(x[-1], self.final_norm)[None]
+
+    def prefill(self, x: np.ndarray, z_read: np.ndarray, cache: SinkKVCache, image_kv=None) -> np.ndarray:
+        """The prefill graph in numpy: x (L, d) embedded [SINK][M placeholders][task][SEP],
+        z_read (C,) the memory read -> state at [SEP] (1, d); the prompt's K/V (and rotated
+        keys) written to the empty `cache`. Rows 1..M become the memory tokens, memory_pos +
+        memory_prefix_proj(z_read) (BitGenModel.memory_tokens); then one pass of the backbone
+        (step_many), which is what prefill.onnx computes, a float32 rounding apart."""
+        if self.memory_prefix is None:
+            raise ModelLoadError("this export has no numpy prefill parameters; re-export the model")
+        if cache.seen:
+            raise ValueError("prefill needs an empty cache")
+        proj, pos = self.memory_prefix
+        m = pos.shape[0]
+        x = np.array(x, np.float32)
+        x[1:1 + m] = pos + self._bitlinear(np.asarray(z_read, np.float32).reshape(-1), proj).reshape(m, self.d)
+        return self.step_many(x, cache, image_kv)
 
     def _rows(self, x: np.ndarray, lin: _Linear) -> np.ndarray:
         """`_bitlinear` for a few rows at once, with its scalars: per-row RMS and absmax scale

@@ -129,7 +129,9 @@ def test_runtime_traces_equal_the_onnx_decode(exported):
         image = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8) if i % 2 else None
         a = fast.select(task, image, max_trace_tokens=24)
         b = ref.select(task, image, max_trace_tokens=24)
-        assert a.robots == b.robots and a.confidences == b.confidences
+        # the numpy runtime also prefills in numpy: probabilities a float32 rounding apart
+        assert a.robots == b.robots
+        np.testing.assert_allclose(a.confidences, b.confidences, atol=1e-5)
         same += a.reasoning == b.reasoning
     assert same >= len(TASKS) - 1, f"{same}/{len(TASKS)} traces identical"
     # a stream past the window (evictions: every slot re-rotated) stays on the same tokens
@@ -245,3 +247,57 @@ def test_a_rewound_cache_is_the_cache_that_never_saw_the_tokens(files):
         small.rewind(1)
     with pytest.raises(ValueError, match="rewind"):
         b.rewind(b.seen + 1)
+
+
+@pytest.mark.parametrize("with_image", [False, True])
+def test_numpy_prefill_matches_the_prefill_graph(files, image_tokens, with_image):
+    """decode_np.prefill (memory tokens from z_read, then one backbone pass) gives the state at
+    [SEP] and the prompt's K/V that prefill.onnx gives."""
+    cfg = files.model_config
+    dec = NumpyDecoder.from_model_files(files)
+    assert dec.memory_prefix is not None and NumpyDecoder.covers_prefill(files)
+    rng = np.random.default_rng(31)
+    tokens = files.config["tokens"]
+    prompt = [tokens["sink"]] + [tokens["pad"]] * cfg.n_memory_tokens + \
+        rng.integers(1000, cfg.vocab_size, 11).tolist() + [tokens["sep"]]
+    z_read = rng.standard_normal(cfg.memory_dim).astype(np.float32)
+    ref_state, ref_k, ref_v = files.sessions["prefill"].run(None, {
+        "x": files.embed[np.array([prompt])], "z_read": z_read[None], **_feeds(image_tokens, with_image)})
+    cache = SinkKVCache(cfg.n_sink, cfg.window)
+    state = dec.prefill(files.embed[np.array(prompt)], z_read, cache,
+                        dec.bind_image(image_tokens if with_image else None))
+    np.testing.assert_allclose(state, ref_state, atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(cache.k, ref_k, atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(cache.v, ref_v, atol=2e-5, rtol=1e-5)
+    # the memory read enters: another z_read, another state
+    other = dec.prefill(files.embed[np.array(prompt)], -z_read, SinkKVCache(cfg.n_sink, cfg.window))
+    assert np.abs(other - dec.prefill(files.embed[np.array(prompt)], z_read,
+                                      SinkKVCache(cfg.n_sink, cfg.window))).max() > 1e-4
+
+
+def test_runtime_prefills_in_numpy_and_older_exports_keep_the_graph(exported, model_copy):
+    import io
+    import json
+
+    from bitgen_core.runtime.manifest import write_manifest
+    rt = BitGenRuntime.load(exported.directory)
+    assert rt._np_prefill and "prefill" not in rt._s
+    ref = BitGenRuntime.load(exported.directory, decode_backend="onnx")
+    assert not ref._np_prefill and "prefill" in ref._s
+    a = rt.select(TASKS[2], max_trace_tokens=0)
+    b = ref.select(TASKS[2], max_trace_tokens=0)
+    assert a.robots[0] == b.robots[0]
+    np.testing.assert_allclose(a.confidences, b.confidences, atol=1e-5)
+    # an export from before the numpy prefill (no memory prefix in the npz): prefill.onnx runs
+    npz = model_copy / "weights" / "backbone_float.npz"
+    with np.load(npz) as z:
+        kept = {k: z[k] for k in z.files if not k.startswith(("memory_pos", "memory_prefix_proj"))}
+    buf = io.BytesIO()
+    np.savez(buf, **kept)
+    npz.write_bytes(buf.getvalue())
+    manifest = json.loads((model_copy / "manifest.json").read_text())
+    write_manifest(model_copy, manifest["model_id"], only=list(manifest["files"]))
+    old = BitGenRuntime.load(model_copy)
+    assert old.decode_backend == "numpy" and not old._np_prefill and "prefill" in old._s
+    c = old.select(TASKS[2], max_trace_tokens=0)
+    np.testing.assert_allclose(c.confidences, b.confidences, atol=1e-6)

@@ -47,16 +47,17 @@ def test_cache_can_be_switched_off(exported, tmp_path, monkeypatch):
 
 def test_exact_graphs_cached_compute_bit_for_bit_the_same(exported, tmp_path, monkeypatch):
     """prefill / selector / text encoder load from their cached optimised form (optimiser off)
-    and give bit-identical selections to the model directory's graphs (cache off)."""
+    and give bit-identical selections to the model directory's graphs (cache off). The onnx
+    decode backend, the one that still runs prefill.onnx (the numpy one prefills in numpy)."""
     monkeypatch.setenv("BITGEN_CACHE", str(tmp_path))
-    BitGenRuntime.load(exported.directory)                  # writes the cache
-    cached = BitGenRuntime.load(exported.directory)
+    BitGenRuntime.load(exported.directory, decode_backend="onnx")      # writes the cache
+    cached = BitGenRuntime.load(exported.directory, decode_backend="onnx")
     for name in ("prefill", "selector", "text_encoder"):
         assert len(list((tmp_path / "graphs").glob(f"{name}-*.onnx"))) == 1
         assert cached._s[name].get_session_options().graph_optimization_level.name == "ORT_DISABLE_ALL"
     assert not list((tmp_path / "graphs").glob("head-*.onnx"))
     monkeypatch.setenv("BITGEN_GRAPH_CACHE", "0")
-    plain = BitGenRuntime.load(exported.directory)
+    plain = BitGenRuntime.load(exported.directory, decode_backend="onnx")
     assert plain._s["prefill"].get_session_options().graph_optimization_level.name == "ORT_ENABLE_BASIC"
     img = np.random.default_rng(1).integers(0, 256, (60, 80, 3), dtype=np.uint8)
     for task, image in (("inspect the flooded culvert", img), ("carry crates up the stairs", None)):
