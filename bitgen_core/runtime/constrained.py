@@ -151,6 +151,11 @@ class GrammarCursor:
             return None
         return tuple(t for t in self.node if t is not None)
 
+    def drafts(self) -> bool:
+        """Inside the grammar past its "environment:" prefix (the place included): where a
+        RuleDraft may propose a continuation."""
+        return self.mode != _OFF and (self.mode != _FREE or self.seen >= len(self.g.prefix))
+
     def advance(self, tok: int) -> None:
         g = self.g
         if self.mode == _FREE:
@@ -265,8 +270,15 @@ class RuleDraft:
             out += [r for r in self.rules._candidates(n, mob) if r not in out]
         return out
 
+    _PLACE = re.compile(r"^environment: \S+ \S+$")
+
     def draft(self, ids: Sequence[int]) -> list[int]:
-        m = self._HEAD.match(self.tok.decode(ids))
+        text = self.tok.decode(ids)
+        if self._PLACE.match(text):
+            # the place is the task's last two words in the traces stage 2 trains on
+            # (compact_trace), so after two words comes "→" (the decoder still decides)
+            return list(self._arrow)
+        m = self._HEAD.match(text)
         if m is None or m["family"] not in self._family:
             return []
         rest = m["rest"]

@@ -86,6 +86,14 @@ def test_no_draft_inside_a_label_a_name_or_outside_the_needs(tokenizer, drafter)
         assert drafter.draft(tokenizer.encode(text)) == [], text
 
 
+def test_after_two_place_words_the_arrow_is_drafted(tokenizer, drafter):
+    """compact_trace keeps the place's last two words, so "→" is proposed after two."""
+    arrow = tokenizer.encode("→")
+    assert drafter.draft(tokenizer.encode("environment: north yard")) == arrow
+    assert drafter.draft(tokenizer.encode("environment: pier")) == []
+    assert drafter.draft(tokenizer.encode("environment: the north yard")) == []
+
+
 def test_no_rules_for_an_edited_fleet_means_no_draft(tokenizer):
     cat = RobotCatalog.load()
     edited = RobotCatalog([r for r in cat.robots if r.key != "drone"])
