@@ -11,9 +11,10 @@ What lands in the directory (format `bitgen-model` version 1, see docs/ARCHITECT
     selector.onnx      state at [SEP] x robot embeddings -> Tiny-R1 reasoning -> probabilities
     weights/*.t2       every BitLinear's ternary codes, 2-bit packed, with its absmean scale
     weights/embed.npy  the (tied) token embedding / output head, float32
-    weights/backbone_float.npz  RMSNorm gains, cross-attention gates, final norm, memory
-                       prefix: with the packed codes, what the runtime's numpy prefill and
-                       decode step (decode_np.py) need
+    weights/backbone_float.npz  RMSNorm gains, cross-attention gates, final norm: with the
+                       packed codes, what the runtime's numpy decode step (decode_np.py) needs
+    memory_prefix.npz  memory_pos and memory_prefix_proj's float parameters: with the above,
+                       the runtime's numpy prefill (older exports: training/add_numpy_prefill.py)
     robot_embeddings.npy, memory.npz, tokenizer.json, catalog.yaml, config.json, manifest.json
 
 Design choices (measured, see docs and `bitgen bench`):
@@ -62,6 +63,7 @@ from bitgen_core.runtime.manifest import (MODEL_FORMAT, MODEL_FORMAT_VERSION, PA
 
 OPSET = 17
 HEAD_CANDIDATES = 16
+MEMORY_PREFIX_FILE = "memory_prefix.npz"   # the numpy prefill's float parameters (decode_np.py)
 
 
 # ----------------------------------------------------------------------------- graph wrappers
@@ -338,13 +340,18 @@ def _write_directory(model, d: Path, model_id: str | None) -> dict:
         np.save(d / "weights" / "lm_head.npy", model.lm_head.weight.detach().float().numpy())
         lm_head_file = "weights/lm_head.npy"
 
-    # 2b. the backbone's float parameters for the runtime's numpy decode step and prefill
-    # (decode_np.py): RMSNorm gains, cross-attention gates, the final norm, and the memory
-    # prefix (memory_prefix_proj's norm/bias, memory_pos); the ternary codes come from *.t2
+    # 2b. the backbone's float parameters for the runtime's numpy decode step (decode_np.py):
+    # RMSNorm gains, cross-attention gates, the final norm; the ternary codes come from *.t2
     backbone = {k: v.detach().float().numpy() for k, v in model.state_dict().items()
-                if (k.startswith(("blocks.", "memory_prefix_proj.")) and k.endswith(("norm.weight", ".bias", "xattn.gate")))
-                or k in ("norm.weight", "memory_pos")}
+                if (k.startswith("blocks.") and k.endswith(("norm.weight", ".bias", "xattn.gate")))
+                or k == "norm.weight"}
     np.savez(d / "weights" / "backbone_float.npz", **backbone)
+    # and for its numpy prefill: the memory prefix (memory_pos, memory_prefix_proj's norm
+    # and bias), copies of prefill.onnx's float initializers -- outside weights/, like
+    # robot_embeddings.npy, so the weights digest (the model id) is what it was before
+    prefix = {k: v.detach().float().numpy() for k, v in model.state_dict().items()
+              if k == "memory_pos" or (k.startswith("memory_prefix_proj.") and k.endswith(("norm.weight", ".bias")))}
+    np.savez(d / MEMORY_PREFIX_FILE, **prefix)
 
     # 3. graphs
     has_vision = model.vision is not None
@@ -429,7 +436,7 @@ def _write_directory(model, d: Path, model_id: str | None) -> dict:
                              "max_tokens": cfg.cache_len - 1},
         "memory": "memory.npz", "graphs": graphs, "ternary": ternary_files,
         "decode_numpy": {"file": "weights/backbone_float.npz", "rms_eps": float(model.norm.eps),
-                         "act_eps": QUANT_EPS},
+                         "act_eps": QUANT_EPS, "prefill_file": MEMORY_PREFIX_FILE},
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "exporter": {"torch": torch.__version__, "onnx": onnx.__version__, "opset": OPSET},
     }

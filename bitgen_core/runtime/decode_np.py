@@ -159,21 +159,23 @@ class NumpyDecoder:
             raise ModelLoadError(f"model file {rel} lacks {e}; re-export the model") from None
         dec = cls(layers, final, cfg.n_heads, cfg.rope_base, spec.get("rms_eps", 1e-6),
                   spec.get("act_eps", 1e-5))
-        if "memory_pos" in params:   # exports since the numpy prefill; older ones keep prefill.onnx
-            dec.memory_prefix = (lin("memory_prefix_proj"), params["memory_pos"])
+        if cls.covers_prefill(files):   # exports since the numpy prefill; older ones keep prefill.onnx
+            pre = spec["prefill_file"]
+            try:
+                with np.load(io.BytesIO(files.checked.contents[pre])) as z:
+                    prefix = {k: np.ascontiguousarray(z[k], dtype=np.float32) for k in z.files}
+                proj = lin("memory_prefix_proj")
+                proj.norm, proj.bias = prefix.get("memory_prefix_proj.norm.weight"), prefix.get("memory_prefix_proj.bias")
+                dec.memory_prefix = (proj, prefix["memory_pos"])
+            except (KeyError, ValueError, OSError) as e:
+                raise ModelLoadError(f"model file {pre} is invalid ({e}); re-export the model") from None
         return dec
 
     @staticmethod
     def covers_prefill(files) -> bool:
         """The export carries what `prefill` needs (else the runtime keeps prefill.onnx)."""
-        spec = files.config.get("decode_numpy")
-        if not spec or spec["file"] not in files.checked.contents:
-            return False
-        try:
-            with np.load(io.BytesIO(files.checked.contents[spec["file"]])) as z:
-                return "memory_pos" in z.files
-        except (ValueError, OSError):
-            return False
+        spec = files.config.get("decode_numpy") or {}
+        return spec.get("prefill_file") in files.checked.contents
 
     # ------------------------------------------------------------------ pieces
     # Per-token vectors are 1-D and per-token scalars Python floats: at this size each numpy

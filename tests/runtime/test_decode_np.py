@@ -276,10 +276,13 @@ def test_numpy_prefill_matches_the_prefill_graph(files, image_tokens, with_image
 
 
 def test_runtime_prefills_in_numpy_and_older_exports_keep_the_graph(exported, model_copy):
-    import io
+    """An export with memory_prefix.npz prefills in numpy (no prefill.onnx session); one from
+    before it runs prefill.onnx, and training/add_numpy_prefill.py upgrades it in place with
+    the same parameters a fresh export writes, copied from prefill.onnx."""
     import json
 
     from bitgen_core.runtime.manifest import write_manifest
+    from training.add_numpy_prefill import add_numpy_prefill
     rt = BitGenRuntime.load(exported.directory)
     assert rt._np_prefill and "prefill" not in rt._s
     ref = BitGenRuntime.load(exported.directory, decode_backend="onnx")
@@ -288,16 +291,22 @@ def test_runtime_prefills_in_numpy_and_older_exports_keep_the_graph(exported, mo
     b = ref.select(TASKS[2], max_trace_tokens=0)
     assert a.robots[0] == b.robots[0]
     np.testing.assert_allclose(a.confidences, b.confidences, atol=1e-5)
-    # an export from before the numpy prefill (no memory prefix in the npz): prefill.onnx runs
-    npz = model_copy / "weights" / "backbone_float.npz"
-    with np.load(npz) as z:
-        kept = {k: z[k] for k in z.files if not k.startswith(("memory_pos", "memory_prefix_proj"))}
-    buf = io.BytesIO()
-    np.savez(buf, **kept)
-    npz.write_bytes(buf.getvalue())
+    # an export from before the numpy prefill
+    (model_copy / "memory_prefix.npz").unlink()
+    config = json.loads((model_copy / "config.json").read_text())
+    del config["decode_numpy"]["prefill_file"]
+    (model_copy / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
     manifest = json.loads((model_copy / "manifest.json").read_text())
-    write_manifest(model_copy, manifest["model_id"], only=list(manifest["files"]))
+    write_manifest(model_copy, manifest["model_id"], only=[f for f in manifest["files"] if f != "memory_prefix.npz"])
     old = BitGenRuntime.load(model_copy)
     assert old.decode_backend == "numpy" and not old._np_prefill and "prefill" in old._s
-    c = old.select(TASKS[2], max_trace_tokens=0)
-    np.testing.assert_allclose(c.confidences, b.confidences, atol=1e-6)
+    np.testing.assert_allclose(old.select(TASKS[2], max_trace_tokens=0).confidences, b.confidences, atol=1e-6)
+    # upgraded in place: the fresh export's parameters, the same model id, numpy prefill
+    add_numpy_prefill(model_copy)
+    with np.load(model_copy / "memory_prefix.npz") as got, np.load(exported.directory / "memory_prefix.npz") as want:
+        assert sorted(got.files) == sorted(want.files) and "memory_pos" in got.files
+        for k in want.files:
+            np.testing.assert_array_equal(got[k], want[k])
+    up = BitGenRuntime.load(model_copy)
+    assert up._np_prefill and "prefill" not in up._s and up.model_id == rt.model_id
+    assert up.select(TASKS[2], max_trace_tokens=0).confidences == a.confidences
