@@ -18,7 +18,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from onnx import numpy_helper  # noqa: E402
 
 from bitgen_core.errors import BitGenError  # noqa: E402
 from bitgen_core.runtime.manifest import read_manifest, write_manifest  # noqa: E402
+from bitgen_core.store import atomic_write_bytes  # noqa: E402
 from training.export import MEMORY_PREFIX_FILE  # noqa: E402
 
 _INITIALIZERS = {"memory_pos": "memory_pos", "memory_prefix_proj.norm.weight": "memory_prefix_proj.norm.weight",
@@ -49,19 +49,6 @@ def prefix_parameters(prefill_onnx: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def add_numpy_prefill(model_dir: str | os.PathLike) -> dict:
     d = Path(model_dir)
     manifest = read_manifest(d)
@@ -74,9 +61,9 @@ def add_numpy_prefill(model_dir: str | os.PathLike) -> dict:
     params = prefix_parameters(d / config["graphs"]["prefill"]["file"])
     buf = io.BytesIO()
     np.savez(buf, **params)
-    _atomic_write(d / MEMORY_PREFIX_FILE, buf.getvalue())
+    atomic_write_bytes(d / MEMORY_PREFIX_FILE, buf.getvalue())
     spec["prefill_file"] = MEMORY_PREFIX_FILE
-    _atomic_write(d / "config.json", (json.dumps(config, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+    atomic_write_bytes(d / "config.json", (json.dumps(config, indent=1, sort_keys=True) + "\n").encode("utf-8"))
     return write_manifest(d, manifest["model_id"], only=list(manifest["files"]) + [MEMORY_PREFIX_FILE])
 
 
