@@ -6,7 +6,9 @@ Measured in one run, on this machine (described in the output: CPU, cores, AVX2/
 onnxruntime version):
 - end-to-end `select` (image + task -> all robots ranked, top-3, trace of up to 32 tokens)
   p50/p95 on 1 and 2 threads, and its parts (vision encode, memory, prefill, selector), with
-  the process CPU time per selection next to it (the cost without the machine's other jobs);
+  the process CPU time per selection next to it (the cost without the machine's other jobs),
+  and the rate of the selection's own trace (tokens over its trace time: grammar, drafts and
+  the forced "selected:" clause, so faster than a free stream);
 - trace generation tokens/s (one stream past [EOS], 1 thread), and per token the output head
   vs the decode step;
 - memory write / forget ms (in RAM: encode + Larimar update; and persisted to a store file);
@@ -265,24 +267,28 @@ def bench_select(rt, iterations: int, baseline=None) -> dict:
     for r in rts:
         for i in range(3):
             r.select(TASKS[i], images[i % 4], max_trace_tokens=32)
-    rows, cpu = [[] for _ in rts], [[] for _ in rts]
+    rows, cpu, rates = [[] for _ in rts], [[] for _ in rts], [[] for _ in rts]
     for i in range(iterations):
         for j, r in enumerate(rts):
             c = time.process_time()
             sel = r.select(TASKS[i % len(TASKS)], images[i % 4], top_k=3, max_trace_tokens=32)
             cpu[j].append((time.process_time() - c) * 1e3)
             rows[j].append(sel.latency_ms)
+            # the selection's own trace: its tokens ([EOS] included) over its trace time
+            n = len(r.tokenizer.encode(sel.reasoning)) + 1
+            rates[j].append(n / max(sel.latency_ms["trace"], 1e-6) * 1e3)
 
-    def summary(rows, cpu):
+    def summary(rows, cpu, rates):
         part = {k: _pct([r[k] for r in rows], 50) for k in rows[0]}
         total = [r["total"] for r in rows]
         # CPU time of the process per selection: what the selection costs, whatever else the
         # machine runs (on a shared machine the wall clock also measures the other jobs)
         return {"p50_ms": _pct(total, 50), "p95_ms": _pct(total, 95), "parts_p50_ms": part,
-                "cpu_p50_ms": _pct(cpu, 50), "cpu_p95_ms": _pct(cpu, 95), "iterations": iterations}
-    out = summary(rows[0], cpu[0])
+                "cpu_p50_ms": _pct(cpu, 50), "cpu_p95_ms": _pct(cpu, 95), "iterations": iterations,
+                "trace_tokens_per_s_p50": _pct(rates, 50)}
+    out = summary(rows[0], cpu[0], rates[0])
     if baseline is not None:
-        out["baseline"] = summary(rows[1], cpu[1])
+        out["baseline"] = summary(rows[1], cpu[1], rates[1])
     return out
 
 
@@ -440,6 +446,10 @@ def markdown(r: dict) -> str:
                      f"1 thread: p50 / p95 | {base['p50_ms']:.1f} / {base['p95_ms']:.1f} ms (trace part "
                      f"{base['parts_p50_ms'].get('trace', float('nan')):.2f}); grammar / free p50 "
                      f"{s1['p50_ms'] / base['p50_ms']:.2f}x |")
+    lines.append(f"| the selection's own trace, 1 thread: tokens/s (p50; grammar, drafts and the forced "
+                 f"selected: clause) | {r['select']['1'].get('trace_tokens_per_s_p50', float('nan')):.0f}"
+                 + (f" (free decoding, same run: {base['trace_tokens_per_s_p50']:.0f})" if base and
+                    "trace_tokens_per_s_p50" in base else "") + " |")
     lines.append(f"| vision encode (1 thread, p50) | {r['select']['1']['parts_p50_ms'].get('vision', float('nan')):.2f} ms |")
     tr = r["trace"]
     lines.append(f"| trace generation (1 thread, {tr['tokens']} tokens, median of {tr.get('runs', 1)}) | "
