@@ -20,6 +20,17 @@ from bitgen_core.model import BitGenModel  # noqa: E402
 from bitgen_core.runtime import BitGenRuntime  # noqa: E402
 
 
+def runtime_prefill(rt, prompt: list[int], z_read: np.ndarray) -> np.ndarray:
+    """The runtime's prefill, as BitGenRuntime._start runs it: the numpy backbone when the
+    export carries the memory prefix (82334ca), else prefill.onnx. -> state at [SEP] (1, d)."""
+    from bitgen_core.kvcache_np import SinkKVCache
+    x = rt._embed[np.array(prompt)]
+    z = np.asarray(z_read, np.float32).reshape(-1)
+    if getattr(rt, "_np_prefill", False):
+        return rt._np_decoder.prefill(x, z, SinkKVCache(rt.config.n_sink, rt.config.window))
+    return rt._s["prefill"].run(None, {"x": x[None], "z_read": z[None], **rt._image_feeds(None)})[0]
+
+
 def diff(a, b) -> float:
     return float(np.abs(np.asarray(a, np.float64).ravel() - np.asarray(b, np.float64).ravel()).max())
 
@@ -36,7 +47,8 @@ def main():
     rt = BitGenRuntime.load(a.model_dir, threads=1)
     recs = {r["id"]: r for r in map(json.loads, Path(a.dev).read_text().splitlines()) if r}
     robot_emb = m.robot_embeddings()
-    print(f"robot embeddings: {diff(robot_emb, rt.robot_embeddings):.2e}")
+    print(f"{rt.model_id}, prefill by {'numpy' if getattr(rt, '_np_prefill', False) else 'prefill.onnx'}; "
+          f"robot embeddings: {diff(robot_emb, rt.robot_embeddings):.2e}")
     for i in a.ids:
         task = recs[i]["task"]
         ids = rt.tokenizer.encode(task, rt.config.max_task_tokens)
@@ -45,7 +57,6 @@ def main():
             "mask": np.array([[0.0] + [1.0] * len(ids)], np.float32)})[:2]
         read_r, _ = rt.memory.read(z_r[0])
         prompt = [rt._sink] + [rt._pad] * rt.config.n_memory_tokens + ids + [rt._sep]
-        feeds = {"x": rt._embed[np.array([prompt])], **rt._image_feeds(None)}
         with torch.no_grad():
             t_ids = torch.tensor([ids])
             pooled_t = m.encode_text(t_ids, torch.ones_like(t_ids))
@@ -54,8 +65,8 @@ def main():
             p_ids = torch.tensor([m.prompt_ids(task)])
             state_t = m.prefill(p_ids, read_t)[0][:, -1]
             state_t_on_read_r = m.prefill(p_ids, torch.from_numpy(read_r[None].astype(np.float32)))[0][:, -1]
-        state_r = rt._s["prefill"].run(None, {**feeds, "z_read": read_r[None].astype(np.float32)})[0]
-        state_r_on_read_t = rt._s["prefill"].run(None, {**feeds, "z_read": read_t.numpy().astype(np.float32)})[0]
+        state_r = runtime_prefill(rt, prompt, read_r)
+        state_r_on_read_t = runtime_prefill(rt, prompt, read_t.numpy())
         sel = lambda s: rt._s["selector"].run(["probabilities"], {"state": np.asarray(s, np.float32).reshape(1, -1),
                                                                   "robot_emb": rt.robot_embeddings})[0][0]
         def head_t(s):
