@@ -116,6 +116,15 @@ class RuleBook:
         robots = (chosen[:MAX_ROBOTS - len(extra)] + extra)[:MAX_ROBOTS]
         return Decision(tuple(robots), env, needs, tuple(conditions), tuple(unavailable))
 
+    def capable(self, env: str, needs, conditions=(), unavailable=()) -> list[str]:
+        """The rationale's capable list: for each need in turn, the robots that satisfy it and
+        can operate here, best mobility first (runtime/constrained.py RuleDraft drafts it)."""
+        mob = self.operable(env, conditions, unavailable)
+        out: list[str] = []
+        for n in needs:
+            out += [r for r in self._candidates(n, mob) if r not in out]
+        return out
+
     # --- rationales ------------------------------------------------------------------------
     def rationale(self, d: Decision, place: str) -> str:
         """The step-form rationale: environment → family; needs → robots; selected."""
@@ -123,10 +132,7 @@ class RuleBook:
         parts = [self.needs[n]["label"] for n in d.needs]
         parts += [self.conditions[c]["label"] for c in d.conditions]
         parts += [f"{self.catalog.get(r).name} unavailable" for r in d.unavailable]
-        mob = self.operable(d.env, d.conditions, d.unavailable)
-        capable: list[str] = []
-        for n in d.needs:
-            capable += [r for r in self._candidates(n, mob) if r not in capable]
+        capable = self.capable(d.env, d.needs, d.conditions, d.unavailable)
         name = lambda keys: ", ".join(self.catalog.get(r).name for r in keys)
         return f"{env}; needs: {', '.join(parts)} → {name(capable)}; selected: {name(d.robots)}"
 

@@ -194,6 +194,9 @@ class GrammarCursor:
 # draft tokens only while they equal its own greedy picks; at the first difference the rest
 # of the draft leaves the cache again (SinkKVCache.rewind). The trace is the one greedy
 # decoding writes without a draft -- the draft only saves passes, it never picks a token.
+# The same goes for the "→" after a two-word place (compact_trace keeps the place's last two
+# words). Measured by scripts/trace_grammar_check.py: decoder passes 11.3 -> 5.5 per dev
+# selection, traces identical on all 190.
 
 
 def _label_runs(text: str, labels: Sequence[str]) -> tuple[list[str], bool] | None:
@@ -264,11 +267,7 @@ class RuleDraft:
         for p in parts:
             kind, key = self._parts[p]
             kinds[kind].append(key)
-        mob = self.rules.operable(family, kinds["condition"], kinds["unavailable"])
-        out: list[str] = []
-        for n in kinds["need"]:
-            out += [r for r in self.rules._candidates(n, mob) if r not in out]
-        return out
+        return self.rules.capable(family, kinds["need"], kinds["condition"], kinds["unavailable"])
 
     _PLACE = re.compile(r"^environment: \S+ \S+$")
 
