@@ -188,15 +188,15 @@ class GrammarCursor:
 # decoder picks "," or "→", then a robot, then "," or ";", one pass per pick ("legged" ->
 # "," -> "drone" -> ...). The rules say what that list is for the family and labels the
 # decoder has just written (RuleBook.rationale, in the compact key form stage 2 trains on,
-# training/stage2.py compact_trace), and the model mostly writes exactly that (154 of 190
-# dev traces). So the runtime feeds the draft to the decoder in the same pass as the pending
+# training/stage2.py compact_trace), and the model mostly writes exactly that (147 of 190
+# dev traces of the shipped model; 154 of v4c's). So the runtime feeds the draft to the decoder in the same pass as the pending
 # tokens, with the state after every draft token (decode_np.step_many all_states), and takes
 # draft tokens only while they equal its own greedy picks; at the first difference the rest
 # of the draft leaves the cache again (SinkKVCache.rewind). The trace is the one greedy
 # decoding writes without a draft -- the draft only saves passes, it never picks a token.
 # The same goes for the "→" after a two-word place (compact_trace keeps the place's last two
-# words). Measured by scripts/trace_grammar_check.py: decoder passes 11.3 -> 5.5 per dev
-# selection, traces identical on all 190.
+# words). Measured by scripts/trace_grammar_check.py on the shipped model: decoder passes
+# 10.7 -> 5.8 per dev selection, traces identical on all 190.
 
 
 def _label_runs(text: str, labels: Sequence[str]) -> tuple[list[str], bool] | None:

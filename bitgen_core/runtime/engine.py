@@ -26,7 +26,7 @@ One selection, in the order the latency dict reports it:
            After the needs labels, the capable list the rules give for them is fed ahead as a
            draft in the same pass (constrained.py RuleDraft): draft tokens are kept while they
            are the decoder's own picks, the rest rewound -- the same trace in fewer passes
-           (dev: 11.3 -> 5.5 passes per select, scripts/trace_grammar_check.py); after a
+           (dev: 10.7 -> 5.8 passes per select, scripts/trace_grammar_check.py); after a
            two-word place, "→" is drafted the same way.
 
 The KV cache keeps n_sink attention sinks plus a rolling window (StreamingLLM), keys stored
