@@ -32,8 +32,7 @@ from bitgen_core.runtime.manifest import read_manifest, write_manifest  # noqa: 
 from bitgen_core.store import atomic_write_bytes  # noqa: E402
 from training.export import MEMORY_PREFIX_FILE  # noqa: E402
 
-_INITIALIZERS = {"memory_pos": "memory_pos", "memory_prefix_proj.norm.weight": "memory_prefix_proj.norm.weight",
-                 "memory_prefix_proj.bias": "memory_prefix_proj.bias"}
+_PARAMETERS = ("memory_pos", "memory_prefix_proj.norm.weight", "memory_prefix_proj.bias")
 
 
 def prefix_parameters(prefill_onnx: Path) -> dict[str, np.ndarray]:
@@ -42,8 +41,8 @@ def prefix_parameters(prefill_onnx: Path) -> dict[str, np.ndarray]:
     out = {}
     for init in proto.graph.initializer:
         name = init.name[2:] if init.name.startswith("m.") else init.name   # the exporter's wrapper prefix
-        if name in _INITIALIZERS:
-            out[_INITIALIZERS[name]] = numpy_helper.to_array(init).astype(np.float32)
+        if name in _PARAMETERS:
+            out[name] = numpy_helper.to_array(init).astype(np.float32)
     if "memory_pos" not in out:
         raise BitGenError(f"{prefill_onnx} has no memory_pos initializer; re-export the model instead")
     return out

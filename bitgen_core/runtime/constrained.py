@@ -231,7 +231,7 @@ class RuleDraft:
     _HEAD = re.compile(r"^environment: .+? → (?P<family>[^;]+); needs: (?P<rest>.*)$", re.S)
 
     def __init__(self, tokenizer, catalog, rulebook):
-        self.tok, self.catalog, self.rules = tokenizer, catalog, rulebook
+        self.tok, self.rules = tokenizer, rulebook
         enc = lambda s: list(tokenizer.encode(s))   # noqa: E731
         self._arrow, self._comma, self._selected = enc("→"), enc(","), enc("; selected:")
         self._family = {spec["label"]: k for k, spec in rulebook.families.items()}
@@ -246,6 +246,7 @@ class RuleDraft:
                 self._robot[tokenizer.decode(tokenizer.encode(form))] = r.key
         for form, key in list(self._robot.items()):
             self._parts[f"{form} unavailable"] = ("unavailable", key)
+        self._part_labels = list(self._parts)
         self._names = sorted(self._robot, key=len, reverse=True)
         self._enc_key = {r.key: enc(r.key) for r in catalog.robots}
         self._enc_name = {r.key: enc(r.name) for r in catalog.robots}
@@ -284,7 +285,7 @@ class RuleDraft:
         labels_text, sep, names_text = rest.partition(" → ")
         if not sep and rest.endswith(" →"):
             labels_text, sep = rest[:-2], " →"
-        parsed = _label_runs(labels_text, list(self._parts))
+        parsed = _label_runs(labels_text, self._part_labels)
         if parsed is None or not parsed[1] or not any(self._parts[p][0] == "need" for p in parsed[0]):
             return []                                 # inside a label, or no need written
         capable = self.capable(self._family[m["family"]], parsed[0])

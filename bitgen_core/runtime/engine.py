@@ -297,7 +297,8 @@ class BitGenRuntime:
         cache = prompt.cache if cache is None else cache
         img = prompt.feeds
         if self._np_decoder is not None:
-            self._np_decoder.attach(cache)
+            if cache is not prompt.cache or not self._np_prefill:   # the numpy prefill rotated its keys already
+                self._np_decoder.attach(cache)
             return _NumpyStep(self._np_decoder, self._embed, cache, prompt.image_kv)
         graph = self._s["decode"]
 

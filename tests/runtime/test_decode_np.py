@@ -215,12 +215,8 @@ def test_one_pass_gives_the_state_after_every_token(files, image_tokens, with_im
     got = dec.step_many(xs, many, img, all_states=True)
     assert got.shape == (5, cfg.d_model)
     np.testing.assert_allclose(got, ref, atol=2e-5, rtol=1e-5)
-    np.testing.assert_array_equal(got[-1:], dec.step_many(xs, _rewound(many, 5, dec), img))
-
-
-def _rewound(cache, n, dec):
-    cache.rewind(n)
-    return cache
+    many.rewind(5)
+    np.testing.assert_array_equal(got[-1:], dec.step_many(xs, many, img))
 
 
 def test_a_rewound_cache_is_the_cache_that_never_saw_the_tokens(files):
