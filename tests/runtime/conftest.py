@@ -60,6 +60,13 @@ def exported(tmp_path_factory) -> ExportedModel:
     return _export(tmp_path_factory.mktemp("bitgen_export"))
 
 
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The shipped tokenizer (the trace grammar and draft tests build on it)."""
+    from bitgen_core.tokenizer import BitGenTokenizer
+    return BitGenTokenizer.load()
+
+
 @pytest.fixture()
 def model_copy(exported, tmp_path) -> Path:
     """A private copy of the exported directory that a test may damage."""

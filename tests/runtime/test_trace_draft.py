@@ -21,11 +21,6 @@ TASKS = ["inspect the cracked chimney on the roof", "carry crates across the war
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return BitGenTokenizer.load()
-
-
-@pytest.fixture(scope="module")
 def drafter(tokenizer):
     return RuleDraft.for_catalog(tokenizer, RobotCatalog.load())
 

@@ -19,11 +19,6 @@ PLACES = ["the north yard", "zone b of the depot (zone b is flooded)", "pier 4"]
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return BitGenTokenizer.load()
-
-
-@pytest.fixture(scope="module")
 def grammar(tokenizer):
     return TraceGrammar.for_catalog(tokenizer, RobotCatalog.load())
 
