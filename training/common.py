@@ -235,11 +235,18 @@ def _sha(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()
 
 
+# One text per MiniLM forward: a text's embedding must not depend on which batch (padding,
+# BLAS blocking) first computed it, or a cold cache trains another model than a warm one
+# (reports/retrain_v4, "Re-run of v4c": 535 of 9,395 rows differed). Batch-1 entries live
+# in their own file so a cache of batched entries is never mixed in.
+TEACHER_FILE = "minilm_teacher_b1.npz"
+
+
 def minilm_embeddings(texts: list[str], cache_dir: Path, threads: int = 1) -> np.ndarray:
     """all-MiniLM-L6-v2 sentence embeddings (N, 384), cached per text (sha1) in one .npz."""
     from training.baselines import MiniLMEmbedder
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / "minilm_teacher.npz"
+    path = cache_dir / TEACHER_FILE
     table: dict[str, np.ndarray] = {}
     if path.exists():
         z = np.load(path)
@@ -247,7 +254,7 @@ def minilm_embeddings(texts: list[str], cache_dir: Path, threads: int = 1) -> np
     keys = [_sha(t.encode("utf-8")) for t in texts]
     missing = sorted({t for t, k in zip(texts, keys) if k not in table})
     if missing:
-        emb = MiniLMEmbedder(cache_dir=None, threads=threads, batch_size=128).encode(missing)
+        emb = MiniLMEmbedder(cache_dir=None, threads=threads, batch_size=1).encode(missing)
         for t, e in zip(missing, emb):
             table[_sha(t.encode("utf-8"))] = e.astype(np.float16)
         buf = io.BytesIO()
@@ -259,7 +266,7 @@ def minilm_embeddings(texts: list[str], cache_dir: Path, threads: int = 1) -> np
 
 def minilm_table(cache_dir: Path) -> dict[str, np.ndarray]:
     """The cached teacher embeddings by text hash (read-only; empty when nothing is cached)."""
-    path = cache_dir / "minilm_teacher.npz"
+    path = cache_dir / TEACHER_FILE
     if not path.exists():
         return {}
     z = np.load(path)
@@ -271,18 +278,20 @@ def text_key(text: str) -> str:
 
 
 @torch.no_grad()
-def vision_features(model, paths: list[str], cache_dir: Path, d: Dist, batch: int = 16) -> dict[str, torch.Tensor]:
+def vision_features(model, paths: list[str], cache_dir: Path, d: Dist) -> dict[str, torch.Tensor]:
     """Frozen encoder features pooled onto the token grid, (n_tokens, C) float16 per image.
 
     The encoder is frozen, so its pooled map never changes during training: compute it once
     per image (content-hashed .pt shards) and train only the projection on top. Pooling is
-    linear, so proj(pool(features)) here equals the encoder's own forward exactly."""
+    linear, so proj(pool(features)) here equals the encoder's own forward exactly.
+    One image per forward (keys say "-b1"): a feature must not depend on the batch
+    that first computed it (10 of 1,244 differed by a float16 step between batchings)."""
     from PIL import Image
     from bitgen_core.image_preprocess import preprocess
     v = model.vision
     cache_dir.mkdir(parents=True, exist_ok=True)
     uniq = sorted(set(paths))
-    key_of = {p: _sha(Path(p).read_bytes()) + f"-{type(v).__name__}-{v.n_tokens}" for p in uniq}
+    key_of = {p: _sha(Path(p).read_bytes()) + f"-{type(v).__name__}-{v.n_tokens}" + "-b1" for p in uniq}
     out: dict[str, torch.Tensor] = {}
     todo = []
     for p in uniq:
@@ -293,19 +302,17 @@ def vision_features(model, paths: list[str], cache_dir: Path, d: Dist, batch: in
             todo.append(p)
     mine = todo[d.rank::d.world]
     bar = progress(len(mine), "vision features", d)
-    for i in range(0, len(mine), batch):
-        chunk = mine[i:i + batch]
-        x = torch.from_numpy(np.stack([preprocess(np.asarray(Image.open(p).convert("RGB")), v.image_size,
-                                                  v.preprocess_mean, v.preprocess_std) for p in chunk]))
+    for p in mine:
+        x = torch.from_numpy(preprocess(np.asarray(Image.open(p).convert("RGB")), v.image_size,
+                                        v.preprocess_mean, v.preprocess_std)[None])
         fmap = v.features(x)
-        b, c, h, w = fmap.shape
-        pooled = torch.matmul(v.pool._matrix(h, w, fmap), fmap.flatten(2).transpose(1, 2)).half()
-        for p, feat in zip(chunk, pooled):
-            buf = io.BytesIO()
-            torch.save(feat.clone(), buf)
-            atomic_write_bytes(cache_dir / f"{key_of[p]}.pt", buf.getvalue())
-            out[p] = feat.clone()
-        bar.update(len(chunk))
+        _, _, h, w = fmap.shape
+        feat = torch.matmul(v.pool._matrix(h, w, fmap), fmap.flatten(2).transpose(1, 2))[0].half()
+        buf = io.BytesIO()
+        torch.save(feat.clone(), buf)
+        atomic_write_bytes(cache_dir / f"{key_of[p]}.pt", buf.getvalue())
+        out[p] = feat.clone()
+        bar.update(1)
     bar.close()
     if d.on:
         dist.barrier()

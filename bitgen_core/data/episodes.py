@@ -143,9 +143,17 @@ class EpisodeMaker:
         raise RuntimeError("could not build a memory episode; check facts.yaml against the rules")
 
     # -- availability: a robot out everywhere ------------------------------------------------
+    def _robot_phrase(self, robot: str, rng: random.Random, paraphrase: bool) -> str:
+        short = self.spec.get("short_availability")
+        if short and rng.random() < short["p"]:
+            own, common = (self._split_phrases(list(x)) for x in (short["own_states"][robot], short["states"]))
+            states = own[paraphrase] + common[paraphrase]
+            return f"{rng.choice(short['names'][robot])} {rng.choice(states)}"
+        return rng.choice(self._split_phrases(self.spec["availability"][robot])[paraphrase])
+
     def _robot_fact(self, robot: str, rng: random.Random) -> tuple[Fact, str]:
-        written, para = self._split_phrases(self.spec["availability"][robot])
-        return Fact(key=f"{robot}-status", text=rng.choice(written), robot=robot), rng.choice(para)
+        text = self._robot_phrase(robot, rng, paraphrase=False)
+        return Fact(key=f"{robot}-status", text=text, robot=robot), self._robot_phrase(robot, rng, paraphrase=True)
 
     def _availability(self, rng: random.Random, idx: int) -> Episode | None:
         robot = rng.choice(sorted(self.spec["availability"]))

@@ -125,3 +125,32 @@ def test_site_locality_tasks_are_mostly_the_same_site_elsewhere():
         same += site in ep.unrelated_task.lower()
     assert n >= 100
     assert same / n >= SAME_SITE_LOCALITY - 0.1, (same, n)
+
+
+def test_some_availability_facts_are_short_with_no_reason_and_name_their_robot():
+    """'the drone is grounded' style facts: written forms from the first half of the states,
+    paraphrases from the second, each naming its own robot."""
+    maker = EpisodeMaker(World.load(), RuleBook.load())
+    short = maker.spec["short_availability"]
+    written_states, para_states = (set(), set())
+    for robot in short["names"]:
+        own, common = (maker._split_phrases(list(x)) for x in (short["own_states"][robot], short["states"]))
+        written_states |= set(own[0] + common[0])
+        para_states |= set(own[1] + common[1])
+    assert not written_states & para_states
+    seen = {"written": 0, "para": 0, "long": 0}
+    rng = random.Random(5)
+    for _ in range(400):
+        robot = rng.choice(sorted(short["names"]))
+        fact, para = maker._robot_fact(robot, rng)
+        assert fact.robot == robot and fact.key == f"{robot}-status" and para != fact.text
+        for text, states, tag in ((fact.text, written_states, "written"), (para, para_states, "para")):
+            name = next((n for n in short["names"][robot] if text.startswith(n + " ")), None)
+            if name is not None and text[len(name) + 1:] in written_states | para_states:
+                assert text[len(name) + 1:] in states, text
+                seen[tag] += 1
+            else:
+                seen["long"] += 1
+    # about p = 0.3 of facts are short, the rest the long phrases with a reason
+    assert 0.2 < seen["written"] / 400 < 0.4 and 0.2 < seen["para"] / 400 < 0.4
+    assert "the drone is grounded" in {f"{n} {s}" for n in short["names"]["drone"] for s in written_states}

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from bitgen_core.data.generate import write_corpus
 from bitgen_core.model import BitGenModel
 from training import stage1
-from training.common import REPO
+from training.common import REPO, TEACHER_FILE
 
 torch.set_num_threads(1)
 SMOKE = str(REPO / "training" / "configs" / "smoke.yaml")
@@ -50,7 +50,7 @@ def test_smoke_run_logs_every_loss_and_retrieval_then_resumes(corpus, tmp_path):
     state = torch.load(tmp_path / "state.pt", weights_only=False)
     assert state["step"] == 2 and "heads" in state["modules"]
     # teacher embeddings were cached per text: the resumed run reads them back
-    assert (corpus / "tcache" / "minilm_teacher.npz").exists()
+    assert (corpus / "tcache" / TEACHER_FILE).exists()
     stage1.main(["--resume", *args(corpus, tmp_path, "stage1.steps=4", "stage1.ckpt_every=2")])
     log = rows(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in log] == [2, 4]

@@ -10,7 +10,7 @@ from bitgen_core.data.generate import write_corpus
 from bitgen_core.data.rules import parse_rationale
 from bitgen_core.model import BitGenModel
 from training import stage2
-from training.common import REPO, text_key
+from training.common import REPO, TEACHER_FILE, text_key
 
 torch.set_num_threads(1)
 SMOKE = str(REPO / "training" / "configs" / "smoke.yaml")
@@ -24,7 +24,7 @@ def corpus(tmp_path_factory):
     tasks = [json.loads(line)["task"] for line in (out / "train.jsonl").read_text().splitlines()][:40]
     (out / "tcache").mkdir()
     emb = np.random.default_rng(0).standard_normal((len(tasks), 384)).astype(np.float16)
-    np.savez(out / "tcache" / "minilm_teacher.npz", keys=np.array([text_key(t) for t in tasks]), emb=emb)
+    np.savez(out / "tcache" / TEACHER_FILE, keys=np.array([text_key(t) for t in tasks]), emb=emb)
     return out
 
 
