@@ -63,6 +63,10 @@ class BitGenConfig:
     # --- vision -------------------------------------------------------------------------
     vision_kind: str = "efficientnet_lite0"
     n_image_tokens: int = 16
+    # Side of the square camera frame the encoder sees. EfficientNet-Lite0's cost grows with
+    # its square: 17.2 / 14.9 / 10.9 / 7.3 ms at 224 / 192 / 160 / 128 on one thread here
+    # (onnxruntime, `reports/vision_size`). DINOv2 keeps its own 224.
+    image_size: int = 224
     cross_attn_layers: list[int] | None = None   # None -> upper half of the layers
     # --- Tiny-R1 reasoning (ACT) --------------------------------------------------------
     reasoning_max_steps: int = 8
@@ -131,6 +135,8 @@ class BitGenConfig:
         need(self.memory_gate >= 0, "memory_gate must be >= 0 (0: linear read)")
         need(self.vision_kind in VISION_KINDS,
              f"vision_kind {self.vision_kind!r} is not one of {', '.join(VISION_KINDS)}")
+        need(self.image_size % 32 == 0 and 64 <= self.image_size <= 512,
+             "image_size must be a multiple of 32 in 64..512 (the encoders downsample by 32)")
         side = int(round(self.n_image_tokens ** 0.5))
         need(self.n_image_tokens >= 1 and side * side == self.n_image_tokens,
              "n_image_tokens must be a perfect square (the image is pooled onto a grid)")

@@ -103,6 +103,8 @@ class BitGenModel(Generation, nn.Module):
         opts = dict(vision_options or {})
         if cfg.vision_kind == "efficientnet_lite0":
             opts.setdefault("pretrained", pretrained)
+        if cfg.vision_kind in ("efficientnet_lite0", "ternary_student"):
+            opts.setdefault("image_size", cfg.image_size)
         self.vision = (None if cfg.vision_kind == "none"
                        else build_vision_encoder(cfg.vision_kind, cfg.d_model, cfg.n_image_tokens, **opts))
         # 2. token embeddings, seeded with MiniLM's lexical knowledge (PCA to d)

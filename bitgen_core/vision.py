@@ -121,9 +121,10 @@ class EfficientNetLite0Encoder(nn.Module):
     feature_dim = 1280
 
     def __init__(self, d_model: int, n_tokens: int = 16, frozen: bool = True,
-                 pretrained: bool = True, weights_path: str | None = None):
+                 pretrained: bool = True, weights_path: str | None = None, image_size: int = DEFAULT_SIZE):
         super().__init__()
         self.d_model, self.n_tokens, self.frozen = d_model, n_tokens, frozen
+        self.image_size = int(image_size)   # the map is image_size/32 square, pooled onto n_tokens
         self.backbone = load_efficientnet_lite0(pretrained, weights_path)
         self.backbone._fc = nn.Identity()  # ImageNet classifier unused: 1.28M params saved
         self.pool = TokenPooler(self.feature_dim, d_model, n_tokens)
@@ -195,9 +196,11 @@ class TernaryStudentEncoder(nn.Module):
     preprocess_mean = EFFICIENTNET_LITE_MEAN
     preprocess_std = EFFICIENTNET_LITE_STD
 
-    def __init__(self, d_model: int, n_tokens: int = 16, widths: tuple[int, ...] = (16, 32, 64, 128)):
+    def __init__(self, d_model: int, n_tokens: int = 16, widths: tuple[int, ...] = (16, 32, 64, 128),
+                 image_size: int = DEFAULT_SIZE):
         super().__init__()
         self.d_model, self.n_tokens = d_model, n_tokens
+        self.image_size = int(image_size)
         layers: list[nn.Module] = []
         cin = 3
         for i, c in enumerate(widths):

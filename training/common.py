@@ -291,7 +291,8 @@ def vision_features(model, paths: list[str], cache_dir: Path, d: Dist) -> dict[s
     v = model.vision
     cache_dir.mkdir(parents=True, exist_ok=True)
     uniq = sorted(set(paths))
-    key_of = {p: _sha(Path(p).read_bytes()) + f"-{type(v).__name__}-{v.n_tokens}" + "-b1" for p in uniq}
+    key_of = {p: _sha(Path(p).read_bytes()) + f"-{type(v).__name__}-{v.n_tokens}-s{v.image_size}-b1"
+              for p in uniq}
     out: dict[str, torch.Tensor] = {}
     todo = []
     for p in uniq:

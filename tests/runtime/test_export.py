@@ -108,3 +108,28 @@ def test_export_refuses_to_overwrite_without_force(exported, tmp_path):
     with pytest.raises(BitGenError, match="--force"):
         export_model(model, target)
     torch.set_num_threads(1)
+
+
+def test_a_smaller_camera_frame_is_carried_from_the_config_to_the_runtime(tmp_path):
+    """image_size is part of the model: the encoder, the export's vision.onnx and the
+    runtime's preprocessing all use it, and the runtime's image tokens equal torch's."""
+    from bitgen_core.config import BitGenConfig
+    from bitgen_core.errors import InputError
+    from bitgen_core.runtime import BitGenRuntime
+    from training.export import export_model
+
+    with pytest.raises(InputError, match="image_size"):
+        BitGenConfig.preset("nano", image_size=100)
+    torch.manual_seed(7)
+    model = BitGenModel(BitGenConfig.preset("nano", vision_kind="ternary_student", image_size=128),
+                        pretrained=False).eval()
+    assert model.vision.image_size == 128
+    export_model(model, tmp_path / "m", model_id="test-nano-128")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["vision"]["image_size"] == 128 and cfg["model"]["image_size"] == 128
+    frame = np.random.default_rng(3).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    got = BitGenRuntime.load(tmp_path / "m", threads=1).encode_image(frame)
+    with torch.no_grad():
+        want = model.encode_image(model.preprocess_image(frame)).numpy()
+    assert got.shape == want.shape == (1, model.config.n_image_tokens, model.config.d_model)
+    np.testing.assert_allclose(got, want, atol=1e-4)

@@ -32,4 +32,4 @@ def test_vision_features_do_not_depend_on_the_batch_that_computed_them(tmp_path)
         assert together[p].dtype == torch.float16 and together[p].shape[0] == model.vision.n_tokens
         assert torch.equal(together[p], apart[p])
     names = sorted(f.name for f in (tmp_path / "a").iterdir())
-    assert len(names) == 3 and all(n.endswith("-b1.pt") for n in names)
+    assert len(names) == 3 and all(n.endswith(f"-s{model.vision.image_size}-b1.pt") for n in names)
