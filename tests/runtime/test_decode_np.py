@@ -306,3 +306,18 @@ def test_runtime_prefills_in_numpy_and_older_exports_keep_the_graph(exported, mo
     up = BitGenRuntime.load(model_copy)
     assert up._np_prefill and "prefill" not in up._s and up.model_id == rt.model_id
     assert up.select(TASKS[2], max_trace_tokens=0).confidences == a.confidences
+
+
+def test_the_prompt_pass_norms_all_rows_at_once_and_agrees_with_the_per_row_norm(files):
+    """prefill's pass sums each row's squares in one einsum (`_prompt_rows`), the trace's
+    passes with a dot per row (`_rows`): the same linear up to float32 rounding, the same
+    int8 codes on all but a rounding boundary's worth of entries."""
+    dec = NumpyDecoder.from_model_files(files)
+    lin = dec.layers[0].qkv
+    assert lin.norm is not None
+    x = np.random.default_rng(4).standard_normal((60, dec.d)).astype(np.float32) * 3
+    a, b = dec._prompt_rows(x, lin), dec._rows(x, lin)
+    assert a.shape == b.shape == (60, lin.w.shape[1])
+    scale = np.abs(b).max()
+    assert np.abs(a - b).max() <= 0.02 * scale
+    assert np.mean(np.isclose(a, b, rtol=0, atol=1e-5 * scale)) > 0.97
