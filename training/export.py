@@ -42,7 +42,6 @@ import shutil
 import struct
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -437,7 +436,6 @@ def _write_directory(model, d: Path, model_id: str | None) -> dict:
         "memory": "memory.npz", "graphs": graphs, "ternary": ternary_files,
         "decode_numpy": {"file": "weights/backbone_float.npz", "rms_eps": float(model.norm.eps),
                          "act_eps": QUANT_EPS, "prefill_file": MEMORY_PREFIX_FILE},
-        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "exporter": {"torch": torch.__version__, "onnx": onnx.__version__, "opset": OPSET},
     }
     (d / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n", encoding="utf-8")

@@ -3,7 +3,7 @@
 Torch-free and onnxruntime-free except in `verify_model_dir(..., load_graphs=True)`.
 
 manifest.json:
-    {"format": "bitgen-model", "format_version": 1, "model_id": "...", "created": "...",
+    {"format": "bitgen-model", "format_version": 1, "model_id": "...",
      "files": {"vision.onnx": {"sha256": "<hex>", "bytes": 123}, ...},
      "editable": ["catalog.yaml"]}
 Every file of the directory except the manifest itself is listed with its size and sha256.
@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import struct
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,7 +97,7 @@ def write_manifest(model_dir: str | os.PathLike, model_id: str, only=None) -> di
             digest, size = sha256_file(p)
             files[rel] = {"sha256": digest, "bytes": size}
     manifest = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "model_id": model_id,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": files,
+                "files": files,
                 "editable": [e for e in EDITABLE if e in files]}
     (d / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return manifest

@@ -133,3 +133,15 @@ def test_a_smaller_camera_frame_is_carried_from_the_config_to_the_runtime(tmp_pa
         want = model.encode_image(model.preprocess_image(frame)).numpy()
     assert got.shape == want.shape == (1, model.config.n_image_tokens, model.config.d_model)
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_exporting_the_same_checkpoint_twice_gives_the_same_bytes(exported, tmp_path):
+    """The export is a function of the checkpoint (no timestamp), so a rerun of the recipe
+    can be checked file by file against the shipped directory."""
+    from training.export import export_model
+    model = BitGenModel.load(exported.checkpoint).eval()
+    export_model(model, tmp_path / "again", model_id="test-nano")
+    first = {p.relative_to(exported.directory): p.read_bytes() for p in exported.directory.rglob("*") if p.is_file()}
+    again = {p.relative_to(tmp_path / "again"): p.read_bytes() for p in (tmp_path / "again").rglob("*") if p.is_file()}
+    assert first.keys() == again.keys()
+    assert [k for k in first if first[k] != again[k]] == []
