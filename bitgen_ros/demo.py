@@ -6,8 +6,9 @@
    (robots, confidences, trace, latency);
 3. asks an aerial task, tells the memory "the drone is grounded" (memory_edit), asks again,
    forgets the fact (memory_forget) and asks a third time, printing each answer;
-4. stops every node. Exit 0 when the edit removed the drone from the top 3 and the forget
-   brought it back; 1 when the answers did not change that way; 3 when configure failed.
+4. stops every node. Exit 0 when the drone was selected before the edit (confidence >= 0.5),
+   removed by it (confidence < 0.05, or not among the robots listed) and selected again after
+   the forget; 1 when the answers did not change that way; 3 when configure failed.
 
     python -m bitgen_ros.demo [--model-dir DIR] [--timeout 300] [--keep-logs]
 """
@@ -96,8 +97,24 @@ class DemoClient:
         return future.result()
 
 
-def _has_drone(msg, k: int = 3) -> bool:
-    return any("drone" in r.lower() for r in msg.robots[:k])
+# The edit's effect is judged on the drone's confidence, not on its rank: with five robots a
+# grounded drone at 0.001 can still be listed third behind two others at 0.001.
+SELECTED, REMOVED = 0.5, 0.05   # the selector's choice threshold; "gone" below this
+
+
+def drone_confidence(msg) -> float | None:
+    """The drone's confidence in a RobotSelection; None when it is not among the robots listed."""
+    return next((float(c) for r, c in zip(msg.robots, msg.confidences) if "drone" in r.lower()), None)
+
+
+def drone_selected(msg) -> bool:
+    c = drone_confidence(msg)
+    return c is not None and c >= SELECTED
+
+
+def drone_removed(msg) -> bool:
+    c = drone_confidence(msg)
+    return c is None or c < REMOVED
 
 
 def run(model_dir: str, timeout: float, keep_logs: bool) -> int:
@@ -152,14 +169,13 @@ def run(model_dir: str, timeout: float, keep_logs: bool) -> int:
         after = client.ask(AERIAL_TASK, timeout)
         print(format_selection(after, f"[forgotten] {AERIAL_TASK}") + "\n", flush=True)
 
-        verdict = (edit.success and forget.success and _has_drone(before)
-                   and not _has_drone(during) and _has_drone(after))
-        print("demo: " + ("the fact removed the drone from the top 3 and forgetting it brought "
-                          "the drone back" if verdict else
-                          "the memory edit did not change the answer as expected "
-                          f"(drone in top 3: before={_has_drone(before)}, "
-                          f"grounded={_has_drone(during)}, forgotten={_has_drone(after)})"),
-              flush=True)
+        verdict = (edit.success and forget.success and drone_selected(before)
+                   and drone_removed(during) and drone_selected(after))
+        shown = lambda m: "not listed" if drone_confidence(m) is None else f"{drone_confidence(m):.3f}"  # noqa: E731
+        print("demo: " + ("the fact removed the drone and forgetting it brought the drone back"
+                          if verdict else "the memory edit did not change the answer as expected")
+              + f" (drone confidence: before {shown(before)}, grounded {shown(during)}, "
+              f"forgotten {shown(after)})", flush=True)
         return 0 if verdict else 1
     except TimeoutError as e:
         print(f"demo: {e}\n" + _tail(runner.log_path("robot_selector")), file=sys.stderr)
