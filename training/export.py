@@ -409,8 +409,13 @@ def _write_directory(model, d: Path, model_id: str | None) -> dict:
 
     # 4. catalog, its precomputed robot embeddings, tokenizer, empty trained memory
     model.catalog.save(d / "catalog.yaml")
+    # the torch model's own robot embeddings, the ones `BitGenModel.select` uses: computed out
+    # of export mode (its integer form is the same math a float32 rounding apart, but int8 code
+    # flips put v4e's 4.8e-3 apart, ~1e-3 on every selector probability; reports/ship_v4e)
     with torch.no_grad():
-        robot_emb = model.robot_embeddings().detach().float().numpy()
+        set_export_mode(model, False)
+        robot_emb = model._robot_embeddings(model.catalog).detach().float().numpy()
+        set_export_mode(model, True)
     np.save(d / "robot_embeddings.npy", robot_emb)
     tok.save(d)
     model.new_memory().to_numpy().save(d / "memory.npz")

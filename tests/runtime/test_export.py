@@ -145,3 +145,12 @@ def test_exporting_the_same_checkpoint_twice_gives_the_same_bytes(exported, tmp_
     again = {p.relative_to(tmp_path / "again"): p.read_bytes() for p in (tmp_path / "again").rglob("*") if p.is_file()}
     assert first.keys() == again.keys()
     assert [k for k in first if first[k] != again[k]] == []
+
+
+def test_stored_robot_embeddings_are_the_torch_models_own(exported):
+    """robot_embeddings.npy holds what the torch model selects with (not export mode's
+    integer form, which can sit an int8 code flip away)."""
+    model = BitGenModel.load(exported.checkpoint).eval()
+    with torch.no_grad():
+        want = model._robot_embeddings(model.catalog).float().numpy()
+    np.testing.assert_array_equal(np.load(exported.directory / "robot_embeddings.npy"), want)
