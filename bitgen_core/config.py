@@ -64,7 +64,7 @@ class BitGenConfig:
     vision_kind: str = "efficientnet_lite0"
     n_image_tokens: int = 16
     # Side of the square camera frame the encoder sees. EfficientNet-Lite0's cost grows with
-    # its square: 17.2 / 14.9 / 10.9 / 7.3 ms at 224 / 192 / 160 / 128 on one thread here
+    # its square: 11.4 / 8.7 / 6.3 / 4.4 ms at 224 / 192 / 160 / 128 on one thread here
     # (onnxruntime, `reports/vision_size`). DINOv2 keeps its own 224.
     image_size: int = 224
     cross_attn_layers: list[int] | None = None   # None -> upper half of the layers
