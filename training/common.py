@@ -308,11 +308,13 @@ def vision_features(model, paths: list[str], cache_dir: Path, d: Dist) -> dict[s
                                         v.preprocess_mean, v.preprocess_std)[None])
         fmap = v.features(x)
         _, _, h, w = fmap.shape
+        # [0] before .half(): a tensor of its own, not a view of a larger storage (torch.save
+        # writes a view's whole storage), so no copies are needed
         feat = torch.matmul(v.pool._matrix(h, w, fmap), fmap.flatten(2).transpose(1, 2))[0].half()
         buf = io.BytesIO()
-        torch.save(feat.clone(), buf)
+        torch.save(feat, buf)
         atomic_write_bytes(cache_dir / f"{key_of[p]}.pt", buf.getvalue())
-        out[p] = feat.clone()
+        out[p] = feat
         bar.update(1)
     bar.close()
     if d.on:

@@ -301,8 +301,14 @@ def export_model(model, out_dir: str | os.PathLike, model_id: str | None = None,
     was_training = model.training
     try:
         model.eval()
+        # the torch model's own robot embeddings, the ones `BitGenModel.select` uses, so taken
+        # before export mode (its integer form is the same math a float32 rounding apart, but
+        # int8 code flips put v4e's 4.8e-3 apart, ~1e-3 on every selector probability;
+        # reports/parity)
+        with torch.no_grad():
+            robot_emb = model._robot_embeddings(model.catalog).detach().float().numpy()
         set_export_mode(model, True)
-        manifest = _write_directory(model, stage, model_id)
+        manifest = _write_directory(model, stage, model_id, robot_emb)
         if int8_vision:
             from training.quantize_vision import quantize_directory
             manifest = quantize_directory(stage)
@@ -317,7 +323,7 @@ def export_model(model, out_dir: str | os.PathLike, model_id: str | None = None,
             shutil.rmtree(stage, ignore_errors=True)
 
 
-def _write_directory(model, d: Path, model_id: str | None) -> dict:
+def _write_directory(model, d: Path, model_id: str | None, robot_emb: np.ndarray) -> dict:
     cfg, tok = model.config, model.tokenizer
     (d / "weights").mkdir()
     # 1. packed ternary weights, one file per BitLinear
@@ -409,13 +415,6 @@ def _write_directory(model, d: Path, model_id: str | None) -> dict:
 
     # 4. catalog, its precomputed robot embeddings, tokenizer, empty trained memory
     model.catalog.save(d / "catalog.yaml")
-    # the torch model's own robot embeddings, the ones `BitGenModel.select` uses: computed out
-    # of export mode (its integer form is the same math a float32 rounding apart, but int8 code
-    # flips put v4e's 4.8e-3 apart, ~1e-3 on every selector probability; reports/ship_v4e)
-    with torch.no_grad():
-        set_export_mode(model, False)
-        robot_emb = model._robot_embeddings(model.catalog).detach().float().numpy()
-        set_export_mode(model, True)
     np.save(d / "robot_embeddings.npy", robot_emb)
     tok.save(d)
     model.new_memory().to_numpy().save(d / "memory.npz")

@@ -354,14 +354,18 @@ class NumpyDecoder:
         if lin.norm is not None:
             inv = 1.0 / np.sqrt(np.einsum("ij,ij->i", x, x).astype(np.float64) / x.shape[-1] + self.rms_eps)
             x = x * inv.astype(np.float32)[:, None] * lin.norm
-        return self._rows(x, lin, normed=True)
+        return self._quantised_rows(x, lin)
 
-    def _rows(self, x: np.ndarray, lin: _Linear, normed: bool = False) -> np.ndarray:
+    def _rows(self, x: np.ndarray, lin: _Linear) -> np.ndarray:
         """`_bitlinear` for a few rows at once, with its scalars: per-row RMS and absmax scale
         in float64, rounded to float32 where `_bitlinear` meets them with a float32 array."""
-        if lin.norm is not None and not normed:
+        if lin.norm is not None:
             inv = np.array([1.0 / math.sqrt(float(np.dot(r, r)) / x.shape[-1] + self.rms_eps) for r in x])
             x = x * inv.astype(np.float32)[:, None] * lin.norm
+        return self._quantised_rows(x, lin)
+
+    def _quantised_rows(self, x: np.ndarray, lin: _Linear) -> np.ndarray:
+        """Normed rows (m, d) -> int8 absmax codes per row -> ternary matmul -> rescale."""
         scale = np.maximum(np.abs(x).max(axis=-1).astype(np.float64), self.act_eps) / 127.0
         y = np.rint(x / scale.astype(np.float32)[:, None]) @ lin.w
         y *= (scale * lin.gamma).astype(np.float32)[:, None]

@@ -17,8 +17,6 @@ from ros_node_harness import (HAVE_MODEL, NO_MODEL_REASON, TOKEN,  # noqa: E402
 pytestmark = pytest.mark.skipif(not HAVE_MODEL, reason=NO_MODEL_REASON)
 
 
-
-
 @pytest.fixture
 def node(ros, tmp_path):
     with running_selector(ros, tmp_path, {"use_image": False}) as proc:

@@ -13,7 +13,6 @@ from bitgen_core.catalog import RobotCatalog
 from bitgen_core.data.rules import RuleBook, parse_rationale
 from bitgen_core.runtime import BitGenRuntime
 from bitgen_core.runtime.constrained import SELECTED_MARKER, RuleDraft
-from bitgen_core.tokenizer import BitGenTokenizer
 
 TASKS = ["inspect the cracked chimney on the roof", "carry crates across the warehouse",
          "search the collapsed garage for people", "check the ferry hull below the waterline",

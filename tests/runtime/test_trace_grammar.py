@@ -13,7 +13,6 @@ from bitgen_core.data.rules import RuleBook, parse_rationale
 from bitgen_core.model import BitGenModel
 from bitgen_core.runtime import BitGenRuntime
 from bitgen_core.runtime.constrained import SELECTED_MARKER, TraceGrammar, chosen_robots
-from bitgen_core.tokenizer import BitGenTokenizer
 
 PLACES = ["the north yard", "zone b of the depot (zone b is flooded)", "pier 4"]
 
