@@ -6,9 +6,9 @@ straight-through estimator `x + (quant(x) - x).detach()` lets the gradient flow 
 tensors as if the quantisers were the identity. Numbers match `ternary.py` exactly (same
 eps, same expression order, round-half-to-even).
 
-Two forward formulations, same numbers:
-- default (training and float export): "fake-quant" — the dequantised tensors x_q*s and
-  q*gamma go through a float `F.linear`. Exports to ONNX with either exporter
+Three forward formulations of the same function:
+- training (train mode, or gradients on): "fake-quant" — the dequantised tensors x_q*s and
+  q*gamma go through a float `F.linear`, with the straight-through estimator. Exports to ONNX with either exporter
   (`torch.onnx.export(..., opset_version=17, dynamo=False)` or opset 18 with dynamo) as
   Abs/ReduceMax/Round/Clip/MatMul. Integer-valued float32 matmuls are exact while
   128 * in_features < 2**24, so even this graph reproduces the integer math.
@@ -20,6 +20,14 @@ Two forward formulations, same numbers:
   (`dynamo=False`, opset 17 or 18): `MatMulInteger` is emitted by a symbolic function.
   Call `set_export_mode(model, False)` to return to training; re-enter export mode after any
   weight update (the buffers are a snapshot).
+- inference (eval mode and no gradients, e.g. `BitGenModel.load(...)` under `torch.no_grad()`):
+  the integer math of export mode, int8 codes times ternary codes summed exactly (as float32,
+  exact while 128 * in_features < 2**24) and then one rescale `acc * (scale_x * gamma)`. The
+  fake-quant form is the same function but sums `x + (codes*scale - x)` and `codes*gamma` in
+  float, and those rounding differences move int8 codes across a boundary in later layers; the
+  torch model's answers then differ from the exported runtime's (which does integer math) by up
+  to 0.02 in a robot's probability (reports/parity). The weight codes are cached per
+  parameter version, so an optimizer step or a load re-quantises.
 """
 
 from __future__ import annotations
@@ -100,6 +108,7 @@ class BitLinear(nn.Module):
         self.quantize = True
         self.register_buffer("_w_int8_t", torch.zeros(0, dtype=torch.int8), persistent=False)
         self.register_buffer("_gamma", torch.ones(()), persistent=False)
+        self._inference_codes = None   # (weight version key, float codes, gamma), _forward_inference
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -114,7 +123,24 @@ class BitLinear(nn.Module):
             return self._forward_integer(x)
         if not self.quantize:
             return F.linear(x, self.weight, self.bias)
+        if not self.training and not torch.is_grad_enabled():
+            return self._forward_inference(x)
         return F.linear(activation_quant(x), weight_quant(self.weight), self.bias)
+
+    def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """Export mode's integer math without its frozen buffers (see the module docstring)."""
+        codes, scale = activation_quant_int(x)
+        key = (self.weight._version, self.weight.data_ptr(), self.weight.dtype, self.weight.device)
+        if self._inference_codes is None or self._inference_codes[0] != key:
+            q, gamma = weight_quant_int(self.weight.detach().float())
+            self._inference_codes = (key, q, gamma)
+        _, q, gamma = self._inference_codes
+        if -ACT_QMIN * self.in_features < 2 ** 24:   # every partial sum is an exact float32
+            acc = F.linear(codes.float(), q)
+        else:
+            acc = torch.matmul(codes.to(torch.int32), q.to(torch.int32).t()).float()
+        y = acc.to(x.dtype) * (scale * gamma)
+        return y if self.bias is None else y + self.bias
 
     def _forward_integer(self, x: torch.Tensor) -> torch.Tensor:
         codes, scale = activation_quant_int(x)

@@ -301,10 +301,10 @@ def export_model(model, out_dir: str | os.PathLike, model_id: str | None = None,
     was_training = model.training
     try:
         model.eval()
-        # the torch model's own robot embeddings, the ones `BitGenModel.select` uses, so taken
-        # before export mode (its integer form is the same math a float32 rounding apart, but
-        # int8 code flips put v4e's 4.8e-3 apart, ~1e-3 on every selector probability;
-        # reports/parity)
+        # the torch model's own robot embeddings, the ones `BitGenModel.select` uses: eval mode
+        # and no gradients, so BitLinear's inference form, the integer math export mode and the
+        # runtime do (the fake-quant training form puts v4e's 4.8e-3 apart through int8 code
+        # flips, ~1e-3 on every selector probability; reports/parity)
         with torch.no_grad():
             robot_emb = model._robot_embeddings(model.catalog).detach().float().numpy()
         set_export_mode(model, True)

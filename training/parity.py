@@ -9,8 +9,9 @@ on >= 99% and every robot probability within 0.02 of the torch model. The inputs
 model's real use, not random text: the hand-written dev tasks (with their camera images where
 they have one), the same tasks with dev memory facts stored (both memories get the same facts
 through their own write paths), and tasks without facts after those facts are forgotten.
-Each input goes through `BitGenModel.select` (torch, eager fp32 arithmetic of the ternary
-model) and `BitGenRuntime.select` (onnxruntime + numpy). On the first `--traces` inputs the
+Each input goes through `BitGenModel.select` (torch, eager fp32, the ternary model's inference
+form: eval mode and no gradients, so BitLinear sums int8 x ternary codes exactly, see
+bitgen_core/quant.py) and `BitGenRuntime.select` (onnxruntime + numpy). On the first `--traces` inputs the
 greedy reasoning traces are compared too (both force the "selected:" clause the same way).
 
 Prints one line per figure with PASS/FAIL and writes the figures (and the worst inputs) as JSON.

@@ -81,6 +81,40 @@ def test_bitlinear_forward_equals_integer_reference():
     assert np.abs(plain - y).max() > 1e-2
 
 
+def test_inference_form_is_export_modes_integer_math_and_follows_weight_updates():
+    """eval mode + no gradients: exactly export mode's numbers (the runtime's integer math);
+    train mode or gradients on: the fake-quant STE form, which differs by float rounding."""
+    torch.manual_seed(1)
+    layer = BitLinear(96, 40, bias=True)
+    with torch.no_grad():
+        layer.bias.normal_()
+    x = torch.randn(3, 11, 96) * 4
+    layer.eval()
+    with torch.no_grad():
+        y_inf = layer(x)
+        set_export_mode(layer, True)
+        y_int = layer(x)
+        set_export_mode(layer, False)
+    assert torch.equal(y_inf, y_int)
+    y_grad = layer(x)                       # eval mode but gradients on: the training form
+    assert y_grad.requires_grad
+    layer.train()
+    with torch.no_grad():
+        y_train = layer(x)                  # train mode under no_grad: the training form too
+    assert torch.equal(y_train, y_grad.detach())
+    assert not torch.equal(y_train, y_inf)  # float rounding of x + (codes*s - x) and codes*gamma
+    torch.testing.assert_close(y_train, y_inf, rtol=1e-5, atol=1e-5)
+    # a weight update (as an optimizer step makes) re-quantises the cached codes
+    layer.eval()
+    with torch.no_grad():
+        layer.weight.mul_(-1.0)
+        y_flipped = layer(x)
+        set_export_mode(layer, True)
+        want = layer(x)
+        set_export_mode(layer, False)
+    assert torch.equal(y_flipped, want) and not torch.allclose(y_flipped, y_inf)
+
+
 def test_ste_gradient_reaches_latent_weights_and_inputs():
     torch.manual_seed(0)
     layer = BitLinear(16, 8, norm=False)

@@ -11,7 +11,7 @@ import torch
 
 from bitgen_core.errors import ModelLoadError
 from bitgen_core.model import BitGenModel
-from bitgen_core.quant import bitlinear_layers
+from bitgen_core.quant import bitlinear_layers, set_export_mode
 from bitgen_core.runtime.manifest import decode_t2, encode_t2, sha256_file, verify_model_dir
 
 GRAPHS = ("vision", "text_encoder", "prefill", "decode", "selector", "head")
@@ -148,9 +148,15 @@ def test_exporting_the_same_checkpoint_twice_gives_the_same_bytes(exported, tmp_
 
 
 def test_stored_robot_embeddings_are_the_torch_models_own(exported):
-    """robot_embeddings.npy holds what the torch model selects with (not export mode's
-    integer form, which can sit an int8 code flip away)."""
+    """robot_embeddings.npy holds what the torch model selects with: its inference form (eval,
+    no gradients), the integer math the exported graphs do, not the fake-quant training form
+    (an int8 code flip away on the shipped model)."""
     model = BitGenModel.load(exported.checkpoint).eval()
     with torch.no_grad():
         want = model._robot_embeddings(model.catalog).float().numpy()
     np.testing.assert_array_equal(np.load(exported.directory / "robot_embeddings.npy"), want)
+    with torch.no_grad():
+        set_export_mode(model, True)
+        integer = model._robot_embeddings(model.catalog).float().numpy()
+        set_export_mode(model, False)
+    np.testing.assert_array_equal(integer, want)
