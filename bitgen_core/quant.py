@@ -27,11 +27,13 @@ Three forward formulations of the same function:
   float, and those rounding differences move int8 codes across a boundary in later layers; the
   torch model's answers then differ from the exported runtime's (which does integer math) by up
   to 0.02 in a robot's probability (reports/parity). The weight codes are cached per
-  parameter version, so an optimizer step or a load re-quantises.
+  parameter version, so an optimizer step or a load re-quantises. `with training_form():`
+  keeps the fake-quant form in eval mode too (GRPO's no-grad scoring of its own samples).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -41,6 +43,21 @@ import torch.nn.functional as F
 ACT_QMAX = 127.0
 ACT_QMIN = -128.0
 QUANT_EPS = 1e-5
+
+
+_TRAINING_FORM_ONLY = [False]
+
+
+@contextlib.contextmanager
+def training_form():
+    """Within it, eval mode without gradients keeps the fake-quant training form (GRPO scores its
+    sampled traces under no_grad and must get the numbers its gradient pass will see)."""
+    before = _TRAINING_FORM_ONLY[0]
+    _TRAINING_FORM_ONLY[0] = True
+    try:
+        yield
+    finally:
+        _TRAINING_FORM_ONLY[0] = before
 
 
 class RMSNorm(nn.Module):
@@ -123,7 +140,7 @@ class BitLinear(nn.Module):
             return self._forward_integer(x)
         if not self.quantize:
             return F.linear(x, self.weight, self.bias)
-        if not self.training and not torch.is_grad_enabled():
+        if not self.training and not torch.is_grad_enabled() and not _TRAINING_FORM_ONLY[0]:
             return self._forward_inference(x)
         return F.linear(activation_quant(x), weight_quant(self.weight), self.bias)
 

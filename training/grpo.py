@@ -176,6 +176,7 @@ def run(model, train, gcfg: dict, out, d, log, start_step: int, seed: int, forwa
 
     import numpy as np
     from bitgen_core.model import BitGenModel
+    from bitgen_core.quant import training_form
     from training import common as C
 
     sft_path = out / "sft.pt"
@@ -197,7 +198,7 @@ def run(model, train, gcfg: dict, out, d, log, start_step: int, seed: int, forwa
         b = train.batch(idx)
         model.eval()
         seqs, ended, scored, rows = [], [], [], []
-        with torch.no_grad():
+        with torch.no_grad(), training_form():   # the numbers the gradient pass below sees
             for j, i in enumerate(idx):
                 s, e, r = rollout(model, train.records[i], G, int(gcfg["max_tokens"]), float(gcfg["temperature"]),
                                   gen, rewards)
@@ -207,7 +208,7 @@ def run(model, train, gcfg: dict, out, d, log, start_step: int, seed: int, forwa
                 rows += [j] * G
         total = torch.tensor([r.total for r in scored]).view(len(idx), G)
         adv = group_advantages(total).view(-1)
-        with torch.no_grad():
+        with torch.no_grad(), training_form():   # so the first epoch's ratio is exactly 1
             old, mask = trace_logprobs(model, b, rows, seqs, ended, forward)
             ref_lp, _ = trace_logprobs(ref, b, rows, seqs, ended, forward)
         for _ in range(int(gcfg["ppo_epochs"])):

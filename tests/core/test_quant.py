@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 from bitgen_core import ternary
 from bitgen_core.quant import (BitLinear, RMSNorm, activation_quant_int, bitlinear_layers,
-                               set_export_mode, weight_quant_int)
+                               set_export_mode, training_form, weight_quant_int)
 
 torch.set_num_threads(1)
 
@@ -102,6 +102,10 @@ def test_inference_form_is_export_modes_integer_math_and_follows_weight_updates(
     with torch.no_grad():
         y_train = layer(x)                  # train mode under no_grad: the training form too
     assert torch.equal(y_train, y_grad.detach())
+    layer.eval()
+    with torch.no_grad(), training_form():  # GRPO's no-grad scoring keeps the training form
+        assert torch.equal(layer(x), y_train)
+    layer.train()
     assert not torch.equal(y_train, y_inf)  # float rounding of x + (codes*s - x) and codes*gamma
     torch.testing.assert_close(y_train, y_inf, rtol=1e-5, atol=1e-5)
     # a weight update (as an optimizer step makes) re-quantises the cached codes
