@@ -60,6 +60,13 @@ class BitGenConfig:
     # g(a) = sigmoid(k (a - t)): a fact counts only once its coefficient clears t.
     memory_gate: float = 0.0
     memory_gate_threshold: float = 0.5
+    # Lexical memory key: the fact/query encoding z = memory_key([mean-pooled backbone state,
+    # max-pooled token embeddings]) instead of memory_key(mean-pooled state). The backbone's
+    # pooled state barely tells "pumps in zone B" from "pumps in zone D" (a fact's cosine to its
+    # own task beat its cosine to the dev memory cases' unrelated probes in 11 of 18 site cases),
+    # the frozen token embeddings do (18 of 18 after removing the mean of the dev tasks), so a
+    # site fact's address can follow the words it names. False: what checkpoints before it had.
+    memory_lexical: bool = False
     # --- vision -------------------------------------------------------------------------
     vision_kind: str = "efficientnet_lite0"
     n_image_tokens: int = 16

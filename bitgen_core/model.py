@@ -116,7 +116,7 @@ class BitGenModel(Generation, nn.Module):
         # 3. episodic memory: pooled text -> z (C); a read -> n_memory_tokens prefix tokens
         self.memory = EpisodicMemory(cfg.n_memory_slots, cfg.memory_dim, gate=cfg.memory_gate,
                                      gate_threshold=cfg.memory_gate_threshold)
-        self.memory_key = BitLinear(cfg.d_model, cfg.memory_dim)
+        self.memory_key = BitLinear(cfg.d_model * (2 if cfg.memory_lexical else 1), cfg.memory_dim)
         # no input norm by default: the read's magnitude carries the facts' relevance (config)
         self.memory_prefix_proj = BitLinear(cfg.memory_dim, cfg.n_memory_tokens * cfg.d_model,
                                             norm=cfg.memory_read_norm)
@@ -162,6 +162,20 @@ class BitGenModel(Generation, nn.Module):
         m = mask.to(h.dtype).unsqueeze(-1)
         return (h[:, 1:] * m).sum(1) / m.sum(1).clamp(min=1.0)
 
+    def memory_encoding(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Fact / memory-query encoding z (B, C): `memory_key` of the pooled text state, and
+        with `config.memory_lexical` also of the max-pooled token embeddings (memory_features)."""
+        return self.memory_key(self.memory_features(self.encode_text(ids, mask), self.embed(ids), mask))
+
+    def memory_features(self, pooled: torch.Tensor, emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """memory_key's input: pooled (B, d), or with memory_lexical [pooled, max over the
+        text's token embeddings emb (B, L, d) where mask > 0] (B, 2d). The export's text
+        encoder graph calls this too, so runtime and torch share one definition."""
+        if not self.config.memory_lexical:
+            return pooled
+        lexical = emb.masked_fill(mask.unsqueeze(-1) <= 0, -1.0e4).amax(dim=1)
+        return torch.cat([pooled, lexical], dim=-1)
+
     def read_memory(self, z_query: torch.Tensor, memory=None) -> tuple[torch.Tensor, torch.Tensor]:
         """z_query (B, C) -> (z_read (B, C), addressing KL). `memory` is one of:
         None (nothing written: read the prior), an EpisodicMemory holding deployment facts,
@@ -186,8 +200,7 @@ class BitGenModel(Generation, nn.Module):
         mem = self.memory
         b, n, lf = facts.ids.shape
         present = facts.mask.any(-1)
-        z_facts = self.memory_key(self.encode_text(facts.ids.view(b * n, lf),
-                                                   facts.mask.view(b * n, lf))).view(b, n, -1)
+        z_facts = self.memory_encoding(facts.ids.view(b * n, lf), facts.mask.view(b * n, lf)).view(b, n, -1)
         keep = present.unsqueeze(-1).to(z_facts.dtype)
         w_facts = mem.address(z_facts) * keep
         kl = mem.addressing_kl(w_facts, present)
@@ -215,7 +228,7 @@ class BitGenModel(Generation, nn.Module):
     def fact_encoding(self, text: str) -> torch.Tensor:
         """z (C,) of one fact, to `EpisodicMemory.write(z, key)` at deployment."""
         ids, mask = self._tokens([text], self.config.max_task_tokens)
-        return self.memory_key(self.encode_text(ids, mask))[0]
+        return self.memory_encoding(ids, mask)[0]
 
     # ------------------------------------------------------------------ 3. backbone
     def backbone(self, x, image_tokens=None, image_mask=None, past_k=None, past_v=None):
@@ -309,7 +322,7 @@ class BitGenModel(Generation, nn.Module):
         with trace_target (IGNORE where padded), as GRPO needs."""
         if images is not None:
             image_tokens = self.encode_image(images)
-        z_query = self.memory_key(self.encode_text(task_ids, task_mask))
+        z_query = self.memory_encoding(task_ids, task_mask)
         memory_coef = None
         if isinstance(memory, FactEpisodes):
             z_read, memory_kl, memory_coef = self.read_episodes(z_query, memory)

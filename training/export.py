@@ -80,7 +80,8 @@ class TextEncoderGraph(nn.Module):
         h, _, _ = self.m.backbone(x)
         w = mask.unsqueeze(-1)
         pooled = (h * w).sum(1) / w.sum(1).clamp(min=1.0)
-        return pooled, self.m.memory_key(pooled), self.m.selector.robot_embeddings(pooled)
+        z = self.m.memory_key(self.m.memory_features(pooled, x, mask))
+        return pooled, z, self.m.selector.robot_embeddings(pooled)
 
 
 class PrefillGraph(nn.Module):

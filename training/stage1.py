@@ -81,7 +81,7 @@ def memory_loss(model, fact_texts: list[str], n_facts: int):
     if e == 0:
         return torch.zeros(()), torch.zeros(())
     ids, mask = model._tokens(fact_texts[:e * n_facts], model.config.max_task_tokens)
-    z = model.memory_key(model.encode_text(ids, mask)).view(e, n_facts, -1)
+    z = model.memory_encoding(ids, mask).view(e, n_facts, -1)
     mem = model.memory
     matrix, _, w = mem.write_episode(z, sample=True)
     z_read, _ = mem.read(matrix, z, sample=True)

@@ -194,7 +194,7 @@ def read_coefficients(model, b: dict) -> torch.Tensor | None:
     (what the relevance batch needs: text encodings, memory key, the episode read)."""
     if b["memory"] is None:
         return None
-    z_query = model.memory_key(model.encode_text(b["task_ids"], b["task_mask"]))
+    z_query = model.memory_encoding(b["task_ids"], b["task_mask"])
     return model.read_episodes(z_query, b["memory"])[2]
 
 

@@ -108,8 +108,9 @@ def test_a_sixth_catalog_entry_works_without_code_change(trained):
     assert "boat" in sel["robots"] and len(sel["confidences"]) == 6
 
 
-def test_memory_fact_changes_the_output_and_forget_restores_it_exactly(tok):
-    model = nano(tok).eval()
+@pytest.mark.parametrize("lexical", [False, True])
+def test_memory_fact_changes_the_output_and_forget_restores_it_exactly(tok, lexical):
+    model = nano(tok, memory_lexical=lexical).eval()
     with torch.no_grad():
         model.memory.prior_mean.normal_()      # a trained-looking prior, not zeros
     mem = model.new_memory()
@@ -129,8 +130,9 @@ def test_memory_fact_changes_the_output_and_forget_restores_it_exactly(tok):
     assert max(abs(no_memory[k] - base[k]) for k in base) < 1e-5
 
 
-def test_training_episodes_read_like_the_deployment_memory(tok):
-    model = nano(tok).eval()
+@pytest.mark.parametrize("lexical", [False, True])
+def test_training_episodes_read_like_the_deployment_memory(tok, lexical):
+    model = nano(tok, memory_lexical=lexical).eval()
     fact = "the drone is grounded for high winds"
     ids, mask, _ = batch(model, TASKS[:2])
     f_ids, f_mask = model._tokens([fact, ""], 16)
@@ -192,7 +194,7 @@ def test_decode_steps_equal_teacher_forcing(tok):
             step_logits.append(logits[:, -1])
         prompt = torch.tensor([model.prompt_ids(task)])
         ids, mask = model._tokens([task], model.config.max_task_tokens)
-        z_read, _ = model.read_memory(model.memory_key(model.encode_text(ids, mask)))
+        z_read, _ = model.read_memory(model.memory_encoding(ids, mask))
         h, _, _ = model.prefill(torch.cat([prompt, trace[:, :-1]], 1), z_read, img)
         full = model.lm_head(h[:, prompt.shape[1] - 1:])
         torch.testing.assert_close(torch.stack(step_logits, 1), full, atol=1e-4, rtol=0)
@@ -278,6 +280,29 @@ def _onnx_run(module, args, names, dynamic):
     return ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
 
 
+def test_lexical_memory_key_reads_the_max_of_the_texts_own_token_embeddings(tok):
+    """memory_lexical: memory_key sees [mean-pooled state, max over the text's token
+    embeddings]; padding never enters the max, and one word ("zone b" / "zone d") changes it."""
+    model = nano(tok, memory_lexical=True).eval()
+    d = model.config.d_model
+    assert model.memory_key.in_features == 2 * d
+    texts = ["pumps in zone b", "pumps in zone d", "pumps in zone b of the big warehouse"]
+    ids, mask = model._tokens(texts, 16)
+    with torch.no_grad():
+        feats = model.memory_features(model.encode_text(ids, mask), model.embed(ids), mask)
+        assert feats.shape == (3, 2 * d)
+        torch.testing.assert_close(feats[:, :d], model.encode_text(ids, mask))
+        for row in range(3):
+            n = int(mask[row].sum())
+            torch.testing.assert_close(feats[row, d:], model.embed(ids[row, :n]).amax(0))
+        model.embed.weight[tok.pad_id].fill_(1e3)       # padding rows must not win the max
+        again = model.memory_features(model.encode_text(ids, mask), model.embed(ids), mask)
+        assert again[:2, d:].abs().max() < 1e2
+        z = model.memory_encoding(ids, mask)
+    assert z.shape == (3, model.config.memory_dim)
+    assert not torch.equal(feats[0, d:], feats[1, d:])
+
+
 def test_export_pieces_run_in_onnxruntime_with_integer_bitlinear(tok):
     from bitgen_core.quant import set_export_mode
     model = nano(tok, vision_kind="none").eval()
@@ -308,10 +333,10 @@ def test_export_pieces_run_in_onnxruntime_with_integer_bitlinear(tok):
                                 "img": img.numpy(), "img_mask": img_mask.numpy()})[0]
         np.testing.assert_allclose(got, ref.numpy(), atol=1e-4)   # another cache length, same graph
         t_ids, t_mask = model._tokens(["the drone is grounded", "zone b is flooded today"], 16)
-        text = _onnx_run(_Piece(model, lambda mdl, i, m: mdl.memory_key(mdl.encode_text(i, m))), (t_ids, t_mask),
+        text = _onnx_run(_Piece(model, lambda mdl, i, m: mdl.memory_encoding(i, m)), (t_ids, t_mask),
                          ["ids", "mask"], {"ids": {0: "B", 1: "L"}, "mask": {0: "B", 1: "L"}})
         got = text.run(None, {"ids": t_ids.numpy(), "mask": t_mask.numpy()})[0]
-        np.testing.assert_allclose(got, model.memory_key(model.encode_text(t_ids, t_mask)).numpy(), atol=1e-4)
+        np.testing.assert_allclose(got, model.memory_encoding(t_ids, t_mask).numpy(), atol=1e-4)
         robot_emb = model.robot_embeddings()
         head = _onnx_run(_Piece(model, lambda mdl, s, e: mdl.select_head(s, e)[0]), (h[:, -1], robot_emb),
                          ["state", "robot_emb"], {"robot_emb": {0: "R"}})
@@ -333,7 +358,7 @@ def test_training_read_reports_each_facts_coefficient_and_the_prefix_sees_its_ma
     facts = FactEpisodes(ids.view(1, 3, -1), mask.view(1, 3, -1))
     qids, qmask = m._tokens(["check the racking in zone B of the warehouse"], 16)
     with torch.no_grad():
-        zq = m.memory_key(m.encode_text(qids, qmask))
+        zq = m.memory_encoding(qids, qmask)
         z_read, _, coef = m.read_episodes(zq, facts)
         out = m(qids, qmask, memory=facts)
     assert coef.shape == (1, 3) and coef[0, 2] == 0

@@ -113,7 +113,7 @@ def test_exported_memory_keeps_the_read_gate_and_reads_like_the_torch_model(expo
     mem.write(model.fact_encoding(fact), "zone_b")
     with torch.no_grad():
         ids, mask = model._tokens([task], model.config.max_task_tokens)
-        z_q = model.memory_key(model.encode_text(ids, mask))[0]
+        z_q = model.memory_encoding(ids, mask)[0]
     ref = mem.read_fact(z_q.double()).numpy()
     got, _ = rt.memory.read(rt._encode_ids(rt.tokenizer.encode(task, rt.config.max_task_tokens)))
     np.testing.assert_allclose(got, ref, atol=1e-3 * max(1.0, np.abs(ref).max()))
