@@ -314,14 +314,40 @@ def export_model(model, out_dir: str | os.PathLike, model_id: str | None = None,
             from training.quantize_vision import quantize_directory
             manifest = quantize_directory(stage)
         if out.exists():
-            shutil.rmtree(out)
-        os.replace(stage, out)
+            _replace_directory(out, stage)
+        else:
+            os.replace(stage, out)
         return manifest
     finally:
         set_export_mode(model, False)
         model.train(was_training)
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+
+
+def _replace_directory(out: Path, stage: Path) -> None:
+    """Put the finished export `stage` where the model directory `out` is.
+
+    Files of `out` that the export does not write and its manifest does not list (the model
+    card, an operator's notes) are copied into the new directory first: `make model` re-exports
+    into models/default, and its MODEL_CARD.md must not vanish with the old weights. The old
+    directory is renamed aside before the new one takes its name and removed only afterwards,
+    so a crash in between leaves one of the two complete, never neither."""
+    try:
+        listed = set(json.loads((out / "manifest.json").read_text(encoding="utf-8"))["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        listed = set()
+    for f in sorted(out.rglob("*")):
+        rel = f.relative_to(out).as_posix()
+        if f.is_file() and rel not in listed and rel != "manifest.json" and not (stage / rel).exists():
+            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, stage / rel)
+            print(f"kept {rel} from the replaced {out} (not an export file; update it if it "
+                  "describes the old model)", file=sys.stderr)
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-", dir=out.parent))
+    os.replace(out, old / out.name)
+    os.replace(stage, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_directory(model, d: Path, model_id: str | None, robot_emb: np.ndarray) -> dict:

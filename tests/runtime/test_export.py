@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -97,6 +98,32 @@ def test_verify_reports_the_model(exported):
     assert set(report.graphs) == set(GRAPHS)
     assert report.ternary_layers == len(bitlinear_layers(BitGenModel.load(exported.checkpoint)))
     assert "OK test-nano" in report.summary()
+
+
+def test_a_forced_re_export_keeps_the_directorys_own_files_and_leaves_no_temporaries(exported, tmp_path):
+    """`make model` re-exports into models/default with --force: the model card (not an export
+    file) survives, export files are replaced, a file the old manifest listed is not kept."""
+    from training.export import export_model
+    target = tmp_path / "m"
+    shutil.copytree(exported.directory, target)
+    card = b"# Model card\nwritten by hand\n"
+    (target / "MODEL_CARD.md").write_bytes(card)
+    (target / "notes").mkdir()
+    (target / "notes" / "ops.txt").write_text("calibrated 2026-12-07\n")
+    (target / "config.json").write_text("{}")                  # damaged export file: replaced
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest["files"]["old_graph.onnx"] = "0" * 64               # listed by the old export only
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    (target / "old_graph.onnx").write_bytes(b"stale")
+    model = BitGenModel.load(exported.checkpoint)
+    export_model(model, target, model_id="test-nano", overwrite=True)
+    torch.set_num_threads(1)
+    assert (target / "MODEL_CARD.md").read_bytes() == card
+    assert (target / "notes" / "ops.txt").read_text() == "calibrated 2026-12-07\n"
+    assert not (target / "old_graph.onnx").exists()
+    assert json.loads((target / "config.json").read_text())["model_id"] == "test-nano"
+    assert verify_model_dir(target).model_id == "test-nano"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
 def test_export_refuses_to_overwrite_without_force(exported, tmp_path):
