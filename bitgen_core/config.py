@@ -67,6 +67,12 @@ class BitGenConfig:
     # the frozen token embeddings do (18 of 18 after removing the mean of the dev tasks), so a
     # site fact's address can follow the words it names. False: what checkpoints before it had.
     memory_lexical: bool = False
+    # Address / content split of the fact encoding z (C): the fixed keys address with the
+    # first memory_address_dims coordinates only, the read returns all C (memory_np.make_keys).
+    # 0: the whole z is both address and content (checkpoints before it). A relevance loss on
+    # a shared z pulled availability facts' content towards what all tasks share (v3: their
+    # efficacy 9 -> 3 of 14, reports/retrain_v3); split, the address can be trained alone.
+    memory_address_dims: int = 0
     # --- vision -------------------------------------------------------------------------
     vision_kind: str = "efficientnet_lite0"
     n_image_tokens: int = 16
@@ -140,6 +146,9 @@ class BitGenConfig:
         need(self.n_memory_slots > 0 and self.memory_dim > 0, "memory sizes must be positive")
         need(self.n_memory_tokens >= 1, "n_memory_tokens must be at least 1")
         need(self.memory_gate >= 0, "memory_gate must be >= 0 (0: linear read)")
+        need(0 <= self.memory_address_dims <= self.memory_dim
+             and (self.memory_address_dims == 0 or self.memory_address_dims >= self.n_memory_slots),
+             "memory_address_dims must be 0 (all of z) or between n_memory_slots and memory_dim")
         need(self.vision_kind in VISION_KINDS,
              f"vision_kind {self.vision_kind!r} is not one of {', '.join(VISION_KINDS)}")
         need(self.image_size % 32 == 0 and 64 <= self.image_size <= 512,

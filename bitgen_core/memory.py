@@ -40,7 +40,8 @@ from .memory_np import FactContribution
 class EpisodicMemory(nn.Module):
     def __init__(self, slots: int, dim: int, prior_precision: float = 1e-3,
                  address_ridge: float = 1e-6, address_std: float = 0.1, seed: int = 0,
-                 learn_prior_mean: bool = True, gate: float = 0.0, gate_threshold: float = 0.5):
+                 learn_prior_mean: bool = True, gate: float = 0.0, gate_threshold: float = 0.5,
+                 address_dims: int = 0):
         super().__init__()
         if prior_precision <= 0:
             raise ValueError("prior_precision must be > 0 so that C_0 = lam*I is invertible")
@@ -51,7 +52,7 @@ class EpisodicMemory(nn.Module):
         self.slots, self.dim = slots, dim
         self.prior_precision, self.address_ridge = float(prior_precision), float(address_ridge)
         self.address_std = float(address_std)
-        keys = memory_np.make_keys(slots, dim, seed).astype(np.float32)
+        keys = memory_np.make_keys(slots, dim, seed, address_dims).astype(np.float32)
         self.register_buffer("keys", torch.from_numpy(keys))
         self.register_buffer("addresser", torch.zeros(dim, slots))
         self.prior_mean = nn.Parameter(torch.zeros(slots, dim), requires_grad=learn_prior_mean)

@@ -42,8 +42,18 @@ import numpy as np
 FORMAT_VERSION = 1
 
 
-def make_keys(slots: int, dim: int, seed: int = 0) -> np.ndarray:
-    """Fixed key memory: orthonormal rows if slots <= dim (well-conditioned addressing)."""
+def make_keys(slots: int, dim: int, seed: int = 0, address_dims: int = 0) -> np.ndarray:
+    """Fixed key memory: orthonormal rows if slots <= dim (well-conditioned addressing).
+
+    `address_dims` d_a (0 < d_a < dim): the keys live in the first d_a coordinates and are 0
+    in the rest, so the address w = z P depends on z[:d_a] only while the memory still stores
+    and returns all of z. The encoding splits into an address part and a content part (a key
+    and a value, with Larimar's write and read unchanged): training can make the address
+    selective without pulling what the fact says towards what every task shares."""
+    if 0 < address_dims < dim:
+        keys = np.zeros((slots, dim), dtype=np.float64)
+        keys[:, :address_dims] = make_keys(slots, address_dims, seed)
+        return keys
     g = np.random.default_rng(seed).standard_normal((max(slots, dim), min(slots, dim)))
     q, r = np.linalg.qr(g)  # q: orthonormal columns
     q = q * np.sign(np.diag(r))  # unique QR, so the keys depend on the seed only

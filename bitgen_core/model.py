@@ -115,7 +115,8 @@ class BitGenModel(Generation, nn.Module):
                 self.embed.weight.copy_(torch.from_numpy(minilm_init_embeddings(cfg.d_model, cfg.vocab_size)))
         # 3. episodic memory: pooled text -> z (C); a read -> n_memory_tokens prefix tokens
         self.memory = EpisodicMemory(cfg.n_memory_slots, cfg.memory_dim, gate=cfg.memory_gate,
-                                     gate_threshold=cfg.memory_gate_threshold)
+                                     gate_threshold=cfg.memory_gate_threshold,
+                                     address_dims=cfg.memory_address_dims)
         self.memory_key = BitLinear(cfg.d_model * (2 if cfg.memory_lexical else 1), cfg.memory_dim)
         # no input norm by default: the read's magnitude carries the facts' relevance (config)
         self.memory_prefix_proj = BitLinear(cfg.memory_dim, cfg.n_memory_tokens * cfg.d_model,

@@ -52,6 +52,8 @@ def test_yaml_file_may_name_a_preset(tmp_path):
     (dict(window=8), "exceed the sink cache"),
     (dict(halting_eps=1.5), "halting_eps"),
     (dict(bogus=1), "unknown BitGen config keys"),
+    (dict(memory_address_dims=200), "memory_address_dims"),
+    (dict(memory_address_dims=8), "memory_address_dims"),     # fewer than the 32 slots
 ])
 def test_invalid_configs_are_refused_with_a_reason(bad, match):
     with pytest.raises(InputError, match=match):

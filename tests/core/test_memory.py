@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bitgen_core.memory import EpisodicMemory
-from bitgen_core.memory_np import EpisodicMemoryNP, least_squares_memory
+from bitgen_core.memory_np import EpisodicMemoryNP, least_squares_memory, make_keys
 
 torch.set_num_threads(1)
 K, C, N = 32, 64, 24
@@ -132,6 +132,30 @@ def test_torch_and_numpy_deployment_agree():
     np.testing.assert_allclose(tm.state_precision.numpy(), nm.precision, atol=1e-5)
     q = facts(4, seed=11)
     np.testing.assert_allclose(tm.read_fact(q).numpy(), nm.read(q), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_split_keys_address_with_the_first_dims_and_return_the_whole_fact(kind):
+    """address_dims: the address ignores z's content part, the read still returns it all,
+    and forget stays exact."""
+    da = 40
+    mem = EpisodicMemoryNP(make_keys(K, C, seed=2, address_dims=da)) if kind == "numpy" \
+        else EpisodicMemory(K, C, seed=2, address_dims=da)
+    keys = mem.keys if kind == "numpy" else mem.keys.numpy()
+    assert np.all(keys[:, da:] == 0) and np.allclose(keys[:, :da] @ keys[:, :da].T, np.eye(K), atol=1e-6)
+    z = facts(8, seed=3)
+    moved = z.copy()
+    moved[:, da:] = facts(8, seed=4)[:, da:]                  # other content, same address part
+    addr = (lambda x: mem.address(x)) if kind == "numpy" else (lambda x: mem.address(torch.from_numpy(x)).numpy())
+    np.testing.assert_allclose(addr(z), addr(moved), atol=1e-6)
+    empty = _read(mem, z[0])
+    for i, zi in enumerate(z):
+        mem.write(zi, f"f{i}")
+    for i, zi in enumerate(z):
+        assert cos(_read(mem, zi), zi) >= 0.99, i             # content part included
+    for i in range(8):
+        mem.forget(f"f{i}")
+    np.testing.assert_allclose(_read(mem, z[0]), empty, atol=1e-9)
 
 
 def test_batched_episodes_match_numpy_least_squares_and_masking():

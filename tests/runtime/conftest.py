@@ -30,7 +30,7 @@ def _export(root: Path) -> ExportedModel:
     torch.set_num_threads(1)
     torch.manual_seed(1234)
     model = BitGenModel(BitGenConfig.preset("nano", vision_kind="ternary_student",
-                                            memory_lexical=True), pretrained=False).eval()
+                                            memory_lexical=True, memory_address_dims=32), pretrained=False).eval()
     with torch.no_grad():   # a visible gate, so the image actually changes the answer
         for block in model.blocks:
             if block.xattn is not None:
