@@ -41,8 +41,9 @@ demo: build
 	@bash -c '. scripts/setup/env.sh && exec python -m bitgen_ros.demo $(DEMO_ARGS)'
 
 # --- train / model (owned by training: stage1.py, stage2.py, configs/, models/default) -------
-# The default pipeline: it trains the shipped models/default (bitgen-tiny-1ade508fc5b4, v4e;
-# models/default/MODEL_CARD.md, reports/ship_v4e), ~45 min on 2 cores from cold caches.
+# The default pipeline: it trains the shipped models/default (bitgen-tiny-b79ae8ad409e, v5;
+# models/default/MODEL_CARD.md, reports/ship_v5), ~45 min on 2 cores from cold caches.
+# `make model` exports over models/default and keeps its MODEL_CARD.md (update the card).
 #   make train-data   generate the corpora (seeded: identical bytes on every machine)
 #   make train        stage 1 + stage 2 with the default configs (training/configs/*.yaml)
 #   make model        train, export to models/default, evaluate into reports/eval

@@ -77,8 +77,10 @@ def measure(model, rt, inputs: list[dict], traces: int = 0) -> dict:
         sel = rt.select(x["task"], image, max_trace_tokens=32 if n_trace < traces else 0)
         got = dict(zip(sel.robots, sel.confidences))
         diff = max(abs(ref["probabilities"][k] - got[k]) for k in got)
+        pair = sorted({ref["robots"][0], sel.robots[0]})     # the two sides' top-1 robots
         rows.append({"id": x["id"], "top1_torch": ref["robots"][0], "top1_runtime": sel.robots[0],
-                     "max_prob_diff": diff, "image": x["image"] is not None, "facts": len(x["facts"])})
+                     "max_prob_diff": diff, "image": x["image"] is not None, "facts": len(x["facts"]),
+                     "torch": {k: ref["probabilities"][k] for k in pair}, "runtime": {k: got[k] for k in pair}})
         if n_trace < traces:
             n_trace += 1
             same_trace += ref["reasoning"] == sel.reasoning
@@ -91,7 +93,8 @@ def measure(model, rt, inputs: list[dict], traces: int = 0) -> dict:
             "p99_prob_diff": float(np.percentile(diffs, 99)) if len(diffs) else float("nan"),
             "median_prob_diff": float(np.median(diffs)) if len(diffs) else float("nan"),
             "traces_compared": n_trace, "traces_identical": same_trace,
-            "worst": sorted(rows, key=lambda r: -r["max_prob_diff"])[:5]}
+            "worst": sorted(rows, key=lambda r: -r["max_prob_diff"])[:5],
+            "disagreements": [r for r in rows if r["top1_torch"] != r["top1_runtime"]]}
 
 
 def main(argv=None) -> int:
@@ -132,6 +135,8 @@ def main(argv=None) -> int:
     print(f"{'PASS' if ok_prob else 'FAIL'} probabilities within {PROB_TARGET}: max {r['max_prob_diff']:.5f}, "
           f"p99 {r['p99_prob_diff']:.5f}, median {r['median_prob_diff']:.6f}")
     print(f"info  traces identical: {r['traces_identical']}/{r['traces_compared']}")
+    for d in r["disagreements"]:
+        print(f"info  top-1 differs on {d['id']}: torch {d['torch']}, runtime {d['runtime']}")
     if a.out_json:
         Path(a.out_json).write_text(json.dumps(r, indent=1) + "\n")
     return 0 if r["pass"] else 1

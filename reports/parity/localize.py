@@ -60,7 +60,7 @@ def main():
         with torch.no_grad():
             t_ids = torch.tensor([ids])
             pooled_t = m.encode_text(t_ids, torch.ones_like(t_ids))
-            z_t = m.memory_key(pooled_t)
+            z_t = m.memory_encoding(t_ids, torch.ones_like(t_ids))
             read_t, _ = m.read_memory(z_t, None)
             p_ids = torch.tensor([m.prompt_ids(task)])
             state_t = m.prefill(p_ids, read_t)[0][:, -1]

@@ -47,7 +47,7 @@ def test_the_export_of_a_checkpoint_agrees_with_it(exported, tmp_path, monkeypat
                       "--dev", str(dev), "--memory-cases", str(mem), "--traces", "3", "--out-json", str(out)])
     r = json.loads(out.read_text())
     assert r["n"] == 8 and r["with_image"] == 2 and r["with_facts"] == 3
-    assert r["top1_agreement"] == 1.0 and r["max_prob_diff"] <= 0.02
+    assert r["top1_agreement"] == 1.0 and r["max_prob_diff"] <= 0.02 and r["disagreements"] == []
     assert r["traces_compared"] == 3 and r["traces_identical"] >= 2
     assert rc == 1 and r["pass"] is False     # only 8 inputs: the bar asks for >= 200
 
@@ -67,3 +67,8 @@ def test_another_models_directory_fails_parity(exported, tmp_path):
                  "--memory-cases", str(mem), "--traces", "0", "--out-json", str(out)])
     r = json.loads(out.read_text())
     assert r["max_prob_diff"] > 0.02
+    # each input whose top-1 differs is listed with both sides' probabilities of both robots
+    assert len(r["disagreements"]) == r["top1_disagreements"]
+    for d in r["disagreements"]:
+        pair = {d["top1_torch"], d["top1_runtime"]}
+        assert len(pair) == 2 and set(d["torch"]) == set(d["runtime"]) == pair
