@@ -166,9 +166,10 @@ class BitGenModel(Generation, nn.Module):
     def memory_encoding(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Fact / memory-query encoding z (B, C): `memory_key` of the pooled text state, and
         with `config.memory_lexical` also of the max-pooled token embeddings (memory_features)."""
-        return self.memory_key(self.memory_features(self.encode_text(ids, mask), self.embed(ids), mask))
+        emb = self.embed(ids) if self.config.memory_lexical else None   # only the lexical key reads it
+        return self.memory_key(self.memory_features(self.encode_text(ids, mask), emb, mask))
 
-    def memory_features(self, pooled: torch.Tensor, emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def memory_features(self, pooled: torch.Tensor, emb: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
         """memory_key's input: pooled (B, d), or with memory_lexical [pooled, max over the
         text's token embeddings emb (B, L, d) where mask > 0] (B, 2d). The export's text
         encoder graph calls this too, so runtime and torch share one definition."""

@@ -339,7 +339,7 @@ def _replace_directory(out: Path, stage: Path) -> None:
         listed = set()
     for f in sorted(out.rglob("*")):
         rel = f.relative_to(out).as_posix()
-        if f.is_file() and rel not in listed and rel != "manifest.json" and not (stage / rel).exists():
+        if f.is_file() and rel not in listed and not (stage / rel).exists():   # the stage has its manifest
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, stage / rel)
             print(f"kept {rel} from the replaced {out} (not an export file; update it if it "

@@ -59,8 +59,9 @@ def main():
         prompt = [rt._sink] + [rt._pad] * rt.config.n_memory_tokens + ids + [rt._sep]
         with torch.no_grad():
             t_ids = torch.tensor([ids])
-            pooled_t = m.encode_text(t_ids, torch.ones_like(t_ids))
-            z_t = m.memory_encoding(t_ids, torch.ones_like(t_ids))
+            ones = torch.ones_like(t_ids)
+            pooled_t = m.encode_text(t_ids, ones)
+            z_t = m.memory_key(m.memory_features(pooled_t, m.embed(t_ids), ones))   # = memory_encoding
             read_t, _ = m.read_memory(z_t, None)
             p_ids = torch.tensor([m.prompt_ids(task)])
             state_t = m.prefill(p_ids, read_t)[0][:, -1]
