@@ -73,6 +73,13 @@ class BitGenConfig:
     # a shared z pulled availability facts' content towards what all tasks share (v3: their
     # efficacy 9 -> 3 of 14, reports/retrain_v3); split, the address can be trained alone.
     memory_address_dims: int = 0
+    # Scope of the memory read (memory_np module doc): a per-token specificity alpha =
+    # softplus(w . e_t + b + beta_t) (e_t the token's embedding, beta_t a per-token offset), and
+    # a fact's share of the read scaled by exp(-sum of alpha over its tokens the task does not
+    # contain). Facts that name a place count for tasks that name it; facts whose words are
+    # all unspecific ("the drone is grounded") count for every task. Trained in stage 2 against
+    # the episodes' `applies` labels (sft.scope_weight). False: every fact counts for every task.
+    memory_scope: bool = False
     # --- vision -------------------------------------------------------------------------
     vision_kind: str = "efficientnet_lite0"
     n_image_tokens: int = 16

@@ -41,7 +41,8 @@ class Generation:
             raise InputError("task is empty: give the robot a task in words")
         ids, mask = self._tokens([task], cfg.max_task_tokens)
         image_tokens = self.encode_image(self.preprocess_image(image)) if image is not None else None
-        z_read, _ = self.read_memory(self.memory_encoding(ids, mask), memory)
+        z_read, _ = self.read_memory(self.memory_encoding(ids, mask), memory,
+                                     [self.tokenizer.encode(task, cfg.max_task_tokens)])
         prompt = torch.tensor([self.prompt_ids(task)], device=ids.device)
         h, k, v = self.prefill(prompt, z_read, image_tokens)
         cache = SinkKVCache(cfg.n_sink, cfg.window)

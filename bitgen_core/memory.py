@@ -23,6 +23,9 @@ Deployment (single facts, float64, same state as `EpisodicMemoryNP`): `write`, `
 `read`, `read_with_facts`, `save`/`load` (.npz files interchangeable with the numpy twin),
 `to_numpy()`. With `gate` > 0 the read is gated per fact (memory_np module doc): training
 uses `read_gated`, deployment `read_fact` / `read_with_facts`, the numpy twin the same.
+Scope (memory_np module doc): with a per-token `specificity` table set, facts written with
+their token ids are scaled by their relevance r_i to the query's token ids; training passes
+r (B, N) to `read_gated` as `scale`.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import math
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from . import memory_np
 from .memory_np import FactContribution
@@ -123,14 +127,18 @@ class EpisodicMemory(nn.Module):
         return torch.sigmoid(self.gate * (a - self.gate_threshold))
 
     def read_gated(self, w_query: torch.Tensor, w_facts: torch.Tensor, z_facts: torch.Tensor,
-                   present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gated training read of B episodes: z_r = lam w_q C^-1 M0 + sum_i g(a_i) z_i.
+                   present: torch.Tensor, scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decomposed training read of B episodes: z_r = lam w_q C^-1 M0 + sum_i r_i c_i z_i,
+        c_i = g(a_i) with a gate (k > 0), else a_i (then with r = 1 it is the linear read).
 
         w_query (B, K), w_facts (B, N, K) (zero rows for absent facts), z_facts (B, N, C),
-        present (B, N) -> (z_read (B, C), a (B, N)). Same numbers as the deployment read."""
+        present (B, N), scale r (B, N) or None -> (z_read (B, C), a (B, N)). Same numbers as
+        the deployment read."""
         sol, a = self._episode_solve(w_query, w_facts)
         prior = self.prior_precision * (sol.transpose(1, 2) @ self.prior_mean.to(w_query.dtype)).squeeze(1)
-        g = self.gate_fn(a) * present.to(a.dtype)
+        g = (self.gate_fn(a) if self.gate > 0 else a) * present.to(a.dtype)
+        if scale is not None:
+            g = g * scale.to(a.dtype)
         return prior + (g.unsqueeze(1) @ z_facts).squeeze(1), a
 
     def addressing_kl(self, w_mean: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -164,6 +172,9 @@ class EpisodicMemory(nn.Module):
         self.state_memory = self.prior_mean.detach().double().clone()
         self.state_precision = self.prior_precision * torch.eye(self.slots, dtype=torch.float64)
         self._facts: dict[str, torch.Tensor] = {}
+        self._tokens: dict[str, np.ndarray] = {}
+        if not hasattr(self, "specificity"):
+            self.specificity: np.ndarray | None = None      # deployment scope table (V,), or None
         self._p64 = torch.from_numpy(memory_np.addressing_matrix(self._keys64, self.address_ridge))
 
     @property
@@ -182,7 +193,7 @@ class EpisodicMemory(nn.Module):
             self.state_precision, w.T @ residual)
 
     @torch.no_grad()
-    def write(self, z, fact_id: str | None = None) -> str:
+    def write(self, z, fact_id: str | None = None, tokens=None) -> str:
         z = self._check(z)
         if fact_id is None:
             fact_id = next(f"fact{n}" for n in range(len(self._facts), 2 * len(self._facts) + 1)
@@ -192,6 +203,8 @@ class EpisodicMemory(nn.Module):
             self.forget(fact_id)
         self._update(z, +1.0)
         self._facts[fact_id] = z
+        if tokens is not None:
+            self._tokens[fact_id] = np.asarray(tokens, dtype=np.int64).reshape(-1)
         return fact_id
 
     @torch.no_grad()
@@ -199,30 +212,41 @@ class EpisodicMemory(nn.Module):
         if fact_id not in self._facts:
             raise KeyError(f"no fact {fact_id!r} in memory")
         self._update(self._facts.pop(fact_id), -1.0)
+        self._tokens.pop(fact_id, None)
         if not self._facts:
             self.reset()
 
+    def relevance(self, query_tokens) -> torch.Tensor | None:
+        """Each fact's scope r_i for a query's token ids (memory_np.EpisodicMemoryNP.relevance)."""
+        if self.specificity is None or query_tokens is None or not self._tokens:
+            return None
+        return torch.tensor([memory_np.scope_relevance(self.specificity, self._tokens[i], query_tokens)
+                             if i in self._tokens else 1.0 for i in self.fact_ids], dtype=torch.float64)
+
     @torch.no_grad()
-    def read_fact(self, z) -> torch.Tensor:
+    def read_fact(self, z, query_tokens=None) -> torch.Tensor:
         """Deployment read of one query (C,) or (Q, C) against the written facts."""
         w = torch.as_tensor(z, dtype=torch.float64) @ self._p64
-        if self.gate <= 0 or not self._facts:
+        rel = self.relevance(query_tokens) if w.dim() == 1 else None
+        if (self.gate <= 0 and rel is None) or not self._facts:
             return w @ self.state_memory
         zf = torch.stack([self._facts[i] for i in self.fact_ids])
-        return self._gated(w, zf, zf @ self._p64)[0]
+        return self._gated(w, zf, zf @ self._p64, rel)[0]
 
-    def _gated(self, w: torch.Tensor, zf: torch.Tensor, wf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gated deployment read of addresses w (K,) or (Q, K) against the facts zf (N, C)
-        with addresses wf (N, K) -> (z_r, a (N,) or (Q, N))."""
+    def _gated(self, w: torch.Tensor, zf: torch.Tensor, wf: torch.Tensor,
+               relevance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decomposed deployment read of addresses w (K,) or (Q, K) against the facts zf (N, C)
+        with addresses wf (N, K), scoped by `relevance` -> (z_r, a (N,) or (Q, N))."""
         sol = torch.linalg.solve(self.state_precision, torch.atleast_2d(w).T)    # (K, Q)
         a = (wf @ sol).T
         prior = self.prior_precision * sol.T @ self.prior_mean.detach().double()
-        out = prior + self.gate_fn(a) @ zf
+        c = self.gate_fn(a) if self.gate > 0 else a
+        out = prior + (c if relevance is None else c * relevance) @ zf
         return (out[0], a[0]) if w.dim() == 1 else (out, a)
 
     @torch.no_grad()
-    def read_with_facts(self, z, top_k: int | None = None,
-                        min_similarity: float = -1.0) -> tuple[torch.Tensor, list[FactContribution]]:
+    def read_with_facts(self, z, top_k: int | None = None, min_similarity: float = -1.0,
+                        query_tokens=None, min_relevance: float = 0.0) -> tuple[torch.Tensor, list[FactContribution]]:
         z = self._check(z)
         w = z @ self._p64
         if not self._facts:
@@ -230,20 +254,26 @@ class EpisodicMemory(nn.Module):
         ids = self.fact_ids
         zf = torch.stack([self._facts[i] for i in ids])
         wf = zf @ self._p64
-        if self.gate > 0:
-            out, weights = self._gated(w, zf, wf)
+        rel = self.relevance(query_tokens)
+        if self.gate > 0 or rel is not None:
+            out, weights = self._gated(w, zf, wf, rel)
         else:
             out = w @ self.state_memory
             weights = wf @ torch.linalg.solve(self.state_precision, w)
+        rel = torch.ones(len(ids), dtype=torch.float64) if rel is None else rel
         sims = (wf @ w) / (wf.norm(dim=1) * w.norm()).clamp(min=1e-12)
-        facts = [FactContribution(i, float(s), float(a)) for i, s, a in zip(ids, sims, weights)
-                 if s >= min_similarity]
+        facts = [FactContribution(i, float(s), float(a), float(r))
+                 for i, s, a, r in zip(ids, sims, weights, rel)
+                 if s >= min_similarity and r >= min_relevance]
         facts.sort(key=lambda f: -f.similarity)
         return out, facts[:top_k] if top_k is not None else facts
 
     def to_numpy(self) -> memory_np.EpisodicMemoryNP:
         ids = self.fact_ids
+        scoped = memory_np.EpisodicMemoryNP(self._keys64, specificity=self.specificity)
+        scoped._tokens = dict(self._tokens)
         return memory_np.EpisodicMemoryNP.from_state({
+            **scoped._scope_state(ids),
             "format_version": np.array(memory_np.FORMAT_VERSION),
             "keys": self._keys64,
             "prior_mean": self.prior_mean.detach().double().numpy(),
@@ -270,15 +300,43 @@ class EpisodicMemory(nn.Module):
         self.prior_mean.copy_(torch.from_numpy(mem.prior_mean))
         self.prior_precision, self.address_ridge = mem.prior_precision, mem.address_ridge
         self.gate, self.gate_threshold = mem.gate, mem.gate_threshold
+        self.specificity = mem.specificity
         self._refresh()
         self._keys64 = mem.keys  # keep the file's float64 keys: reads must match the file exactly
         self._p64 = torch.from_numpy(memory_np.addressing_matrix(mem.keys, mem.address_ridge))
         self.state_memory = torch.from_numpy(mem.memory.copy())
         self.state_precision = torch.from_numpy(mem.precision.copy())
         self._facts = {i: torch.from_numpy(mem.fact_encoding(i)) for i in mem.fact_ids}
+        self._tokens = dict(mem._tokens)
 
     def _check(self, z) -> torch.Tensor:
         z = torch.as_tensor(z, dtype=torch.float64).detach().cpu()
         if z.shape != (self.dim,) or not torch.isfinite(z).all():
             raise ValueError(f"fact encoding must be a finite vector of shape ({self.dim},)")
         return z
+
+
+class TokenSpecificity(nn.Module):
+    """Per-token specificity alpha_t = softplus(w . e_t + b + beta_t) >= 0 of the memory scope.
+
+    e_t is the token's (frozen) embedding, so tokens never seen in a fact still get a value
+    from their neighbours in the embedding space; beta_t lets each seen token find its own
+    (digits, zone letters). Starts unspecific (alpha ~ 0.05): every fact counts everywhere."""
+
+    def __init__(self, d_model: int, vocab_size: int, init_bias: float = -3.0):
+        super().__init__()
+        self.proj = nn.Linear(d_model, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.constant_(self.proj.bias, init_bias)
+        self.offset = nn.Parameter(torch.zeros(vocab_size))
+
+    def forward(self, embed_weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """alpha for token ids (any shape), from the embedding table (V, d) (not trained here)."""
+        e = embed_weight.detach()[ids]
+        return F.softplus(self.proj(e).squeeze(-1) + self.offset[ids])
+
+    @torch.no_grad()
+    def table(self, embed_weight: torch.Tensor) -> np.ndarray:
+        """alpha for the whole vocabulary (V,), float64: the deployment memory's table."""
+        ids = torch.arange(embed_weight.shape[0], device=embed_weight.device)
+        return self.forward(embed_weight, ids).double().cpu().numpy()

@@ -28,6 +28,17 @@ The math (shared with the torch twin `memory.EpisodicMemory`, tested to agree):
   match"; the gate turns "a_i well above vs. below t" into "in vs. out". k = 0 is the plain
   read above. Write/forget and the stored state are unchanged; only the read differs.
 
+- Scope (optional, a per-token specificity table alpha over the vocabulary, learned with the
+  model: `BitGenModel.token_specificity`): a fact written with its token ids t_1..t_n enters
+  the read of a query with token ids Q scaled by its relevance
+      r_i = exp(-sum_j alpha[t_j] [t_j not in Q]),
+  so a fact that names a place ("zone B of the warehouse is flooded": alpha high on "zone",
+  "b", "warehouse") counts only for queries that name it too, while a fact whose words all
+  have alpha ~ 0 ("the drone is grounded") counts for every query. The read becomes
+      z_r = lam w C^-1 M0 + sum_i r_i c_i z_i,   c_i = a_i (linear) or g(a_i) (gated),
+  which is w M exactly when every r_i = 1. Facts written without tokens, and reads without
+  query tokens, are unscoped (r = 1). Write/forget and the matrix are unchanged.
+
 Capacity: up to min(K, C) facts with linearly independent addresses are recalled almost
 exactly (shrinkage lam / (lam + sigma_min(W)^2)); beyond that the memory superposes.
 Writing an id that already exists replaces that fact (forget, then write).
@@ -76,6 +87,13 @@ def gate(a: np.ndarray, sharpness: float, threshold: float) -> np.ndarray:
     return np.exp(-np.logaddexp(0.0, -x))
 
 
+def scope_relevance(specificity: np.ndarray, fact_tokens, query_tokens) -> float:
+    """r = exp(-sum over the fact's tokens missing from the query of their specificity)."""
+    q = set(int(t) for t in query_tokens)
+    missing = [int(t) for t in fact_tokens if int(t) not in q]
+    return float(np.exp(-np.asarray(specificity, np.float64)[missing].sum())) if missing else 1.0
+
+
 def least_squares_memory(keys, prior_mean, prior_precision, address_ridge, z) -> np.ndarray:
     """Closed-form regularised least-squares memory of the facts z (N x C), as a reference."""
     z = np.atleast_2d(np.asarray(z, dtype=np.float64))
@@ -90,6 +108,7 @@ class FactContribution:
     fact_id: str
     similarity: float  # cosine between the query's and the fact's addressing weights
     weight: float      # a_i: coefficient of the fact's encoding in the read-out
+    relevance: float = 1.0   # r_i: the fact's scope for this query (module doc); 1 = unscoped
 
 
 class EpisodicMemoryNP:
@@ -97,8 +116,14 @@ class EpisodicMemoryNP:
 
     def __init__(self, keys: np.ndarray, prior_mean: np.ndarray | None = None,
                  prior_precision: float = 1e-3, address_ridge: float = 1e-6,
-                 gate: float = 0.0, gate_threshold: float = 0.5):
+                 gate: float = 0.0, gate_threshold: float = 0.5,
+                 specificity: np.ndarray | None = None):
         self.keys = np.asarray(keys, dtype=np.float64)
+        if specificity is not None:
+            specificity = np.asarray(specificity, dtype=np.float64)
+            if specificity.ndim != 1 or not np.all(np.isfinite(specificity)) or np.any(specificity < 0):
+                raise ValueError("specificity must be a finite, non-negative vector (one per token)")
+        self.specificity = specificity
         k, c = self.keys.shape
         self.prior_mean = (np.zeros((k, c)) if prior_mean is None
                            else np.asarray(prior_mean, dtype=np.float64).reshape(k, c))
@@ -115,7 +140,7 @@ class EpisodicMemoryNP:
     def fresh(self) -> "EpisodicMemoryNP":
         """An empty memory with the same keys, prior and read (gate)."""
         return EpisodicMemoryNP(self.keys, self.prior_mean, self.prior_precision, self.address_ridge,
-                                self.gate, self.gate_threshold)
+                                self.gate, self.gate_threshold, self.specificity)
 
     @classmethod
     def create(cls, slots: int, dim: int, seed: int = 0, **kw) -> "EpisodicMemoryNP":
@@ -127,6 +152,7 @@ class EpisodicMemoryNP:
         self.memory = self.prior_mean.copy()
         self.precision = self.prior_precision * np.eye(k)
         self._facts: dict[str, np.ndarray] = {}  # id -> z (C,), insertion-ordered
+        self._tokens: dict[str, np.ndarray] = {}  # id -> token ids of a scoped fact
 
     @property
     def slots(self) -> int:
@@ -160,46 +186,70 @@ class EpisodicMemoryNP:
         # C^-1 (w^T r) == (C^-1 w^T) r: one right-hand side instead of C (0.1 -> 0.03 ms)
         self.memory = self.memory + alpha * np.outer(np.linalg.solve(self.precision, w), residual)
 
-    def write(self, z: np.ndarray, fact_id: str | None = None) -> str:
+    def write(self, z: np.ndarray, fact_id: str | None = None, tokens=None) -> str:
+        """Write a fact's encoding z; with its token ids (and a specificity table) the fact is
+        scoped: it counts for the queries that name what it names (module doc)."""
         z = self._check(z)
+        toks = None if tokens is None else np.asarray(tokens, dtype=np.int64).reshape(-1)
+        if toks is not None and self.specificity is not None and (
+                toks.size == 0 or toks.min() < 0 or toks.max() >= self.specificity.size):
+            raise ValueError(f"fact token ids must be 1+ ids in 0..{self.specificity.size - 1}")
         fact_id = str(fact_id) if fact_id is not None else self._fresh_id()
         if fact_id in self._facts:
             self.forget(fact_id)
         self._update(z, +1.0)
         self._facts[fact_id] = z
+        if toks is not None:
+            self._tokens[fact_id] = toks
         return fact_id
 
     def forget(self, fact_id: str) -> None:
         if fact_id not in self._facts:
             raise KeyError(f"no fact {fact_id!r} in memory")
         self._update(self._facts.pop(fact_id), -1.0)
+        self._tokens.pop(fact_id, None)
         if not self._facts:  # nothing left: snap back to the prior, dropping rounding residue
             self.reset()
 
-    def read(self, z: np.ndarray) -> np.ndarray:
-        """z_r for one query (C,) or a batch (Q, C): w M, or the gated read (module doc)."""
+    def relevance(self, query_tokens) -> np.ndarray | None:
+        """Each stored fact's scope r_i (N,) for a query's token ids, in `fact_ids` order; None
+        when the read is unscoped (no table, no query tokens, or no fact written with tokens)."""
+        if self.specificity is None or query_tokens is None or not self._tokens:
+            return None
+        return np.array([scope_relevance(self.specificity, self._tokens[i], query_tokens)
+                         if i in self._tokens else 1.0 for i in self.fact_ids])
+
+    def read(self, z: np.ndarray, query_tokens=None) -> np.ndarray:
+        """z_r for one query (C,) or a batch (Q, C): w M, or the gated / scoped read (module
+        doc; the scope needs the query's token ids, so it applies to one query at a time)."""
         w = self.address(z)
-        if self.gate <= 0 or not self._facts:
+        rel = self.relevance(query_tokens) if np.ndim(w) == 1 else None
+        if (self.gate <= 0 and rel is None) or not self._facts:
             return w @ self.memory
         zf = self._fact_matrix()
-        return self._gated(w, zf, self.address(zf))[0]
+        return self._gated(w, zf, self.address(zf), rel)[0]
 
     def _fact_matrix(self) -> np.ndarray:
         return np.stack([self._facts[i] for i in self.fact_ids])
 
-    def _gated(self, w: np.ndarray, zf: np.ndarray, wf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Gated read of addresses w (K,) or (Q, K) against the facts zf (N, C) with addresses
-        wf (N, K) -> (z_r, coefficients a (N,) or (Q, N))."""
+    def _gated(self, w: np.ndarray, zf: np.ndarray, wf: np.ndarray,
+               relevance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Read of addresses w (K,) or (Q, K) against the facts zf (N, C) with addresses wf
+        (N, K) in the decomposed form, each fact weighted by g(a_i) (gate > 0) or a_i, times
+        its scope r_i -> (z_r, coefficients a (N,) or (Q, N))."""
         sol = np.linalg.solve(self.precision, np.atleast_2d(w).T)          # C^-1 w^T, (K, Q)
         a = (wf @ sol).T                                                    # (Q, N)
         prior = self.prior_precision * sol.T @ self.prior_mean              # lam w C^-1 M0
-        out = prior + gate(a, self.gate, self.gate_threshold) @ zf
+        c = gate(a, self.gate, self.gate_threshold) if self.gate > 0 else a
+        out = prior + (c if relevance is None else c * relevance) @ zf
         return (out[0], a[0]) if np.ndim(w) == 1 else (out, a)
 
     def read_with_facts(self, z: np.ndarray, top_k: int | None = None,
-                        min_similarity: float = -1.0) -> tuple[np.ndarray, list[FactContribution]]:
+                        min_similarity: float = -1.0, query_tokens=None,
+                        min_relevance: float = 0.0) -> tuple[np.ndarray, list[FactContribution]]:
         """Read one query and report the stored facts that contributed, most similar first.
-        `weight` is a_i (ungated; the gate's g(a_i) is what the read used when gate > 0)."""
+        `weight` is a_i (ungated; the gate's g(a_i) is what the read used when gate > 0),
+        `relevance` the fact's scope r_i for `query_tokens` (1 when unscoped)."""
         z = self._check(z)
         w = self.address(z)
         if not self._facts:
@@ -207,14 +257,17 @@ class EpisodicMemoryNP:
         ids = self.fact_ids
         zf = self._fact_matrix()
         wf = self.address(zf)                                         # (N, K)
-        if self.gate > 0:
-            out, weights = self._gated(w, zf, wf)
+        rel = self.relevance(query_tokens)
+        if self.gate > 0 or rel is not None:
+            out, weights = self._gated(w, zf, wf, rel)
         else:
             out = w @ self.memory
             weights = wf @ np.linalg.solve(self.precision, w)         # a_i = w C^-1 w_i^T
+        rel = np.ones(len(ids)) if rel is None else rel
         sims = (wf @ w) / np.maximum(np.linalg.norm(wf, axis=1) * np.linalg.norm(w), 1e-12)
-        facts = [FactContribution(i, float(s), float(a)) for i, s, a in zip(ids, sims, weights)
-                 if s >= min_similarity]
+        facts = [FactContribution(i, float(s), float(a), float(r))
+                 for i, s, a, r in zip(ids, sims, weights, rel)
+                 if s >= min_similarity and r >= min_relevance]
         facts.sort(key=lambda f: -f.similarity)
         return out, facts[:top_k] if top_k is not None else facts
 
@@ -231,7 +284,18 @@ class EpisodicMemoryNP:
             "fact_ids": np.array(ids, dtype=np.str_),
             "fact_z": (np.stack([self._facts[i] for i in ids]) if ids
                        else np.zeros((0, self.dim))),
+            **self._scope_state(ids),
         }
+
+    def _scope_state(self, ids) -> dict[str, np.ndarray]:
+        """The specificity table and each fact's token ids (count -1: written unscoped)."""
+        if self.specificity is None and not self._tokens:
+            return {}
+        toks = [self._tokens.get(i) for i in ids]
+        return {"specificity": (self.specificity if self.specificity is not None else np.zeros(0)),
+                "fact_token_counts": np.array([-1 if t is None else t.size for t in toks], np.int64),
+                "fact_tokens": (np.concatenate([t for t in toks if t is not None])
+                                if any(t is not None for t in toks) else np.zeros(0, np.int64))}
 
     def save(self, path) -> None:
         with open(path, "wb") as f:
@@ -245,11 +309,20 @@ class EpisodicMemoryNP:
         mem = cls(state["keys"], state["prior_mean"], float(state["prior_precision"]),
                   float(state["address_ridge"]),
                   float(state["gate"]) if "gate" in state else 0.0,          # older files: linear read
-                  float(state["gate_threshold"]) if "gate_threshold" in state else 0.5)
+                  float(state["gate_threshold"]) if "gate_threshold" in state else 0.5,
+                  # older files and unscoped memories have no table
+                  state["specificity"] if "specificity" in state and np.size(state["specificity"]) else None)
         ids, fz = [str(i) for i in state["fact_ids"]], np.asarray(state["fact_z"], np.float64)
         if len(ids) != len(fz) or len(set(ids)) != len(ids):
             raise ValueError("memory file corrupt: fact ids and encodings do not match")
         mem._facts = {i: z for i, z in zip(ids, fz)}
+        if "fact_token_counts" in state:
+            counts = np.asarray(state["fact_token_counts"], np.int64)
+            flat = np.asarray(state["fact_tokens"], np.int64)
+            if counts.shape != (len(ids),) or int(counts.clip(min=0).sum()) != flat.size:
+                raise ValueError("memory file corrupt: fact token ids do not match the facts")
+            ends = np.cumsum(counts.clip(min=0))
+            mem._tokens = {i: flat[e - n:e].copy() for i, n, e in zip(ids, counts, ends) if n >= 0}
         mem.memory = np.asarray(state["memory"], np.float64)
         mem.precision = np.asarray(state["precision"], np.float64)
         mem._verify()

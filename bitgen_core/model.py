@@ -36,7 +36,7 @@ from bitgen_core.config import PRESETS, BitGenConfig
 from bitgen_core.errors import InputError, ModelLoadError
 from bitgen_core.fusion import GatedCrossAttention
 from bitgen_core.generation import Generation
-from bitgen_core.memory import EpisodicMemory
+from bitgen_core.memory import EpisodicMemory, TokenSpecificity
 from bitgen_core.quant import BitLinear, RMSNorm, set_quantization
 from bitgen_core.reasoning import TinyR1Reasoner
 from bitgen_core.selector import RobotSelector
@@ -133,6 +133,9 @@ class BitGenModel(Generation, nn.Module):
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
+        # 7. the memory read's scope: per-token specificity (config.memory_scope, memory_np
+        # module doc); built last, so the other modules' seeded init does not depend on it
+        self.memory_scope = TokenSpecificity(cfg.d_model, cfg.vocab_size) if cfg.memory_scope else None
         self._robot_cache: tuple | None = None
         if not cfg.quantize:     # the full-precision twin, for measuring what ternary costs
             set_quantization(self, False)
@@ -178,24 +181,37 @@ class BitGenModel(Generation, nn.Module):
         lexical = emb.masked_fill(mask.unsqueeze(-1) <= 0, -1.0e4).amax(dim=1)
         return torch.cat([pooled, lexical], dim=-1)
 
-    def read_memory(self, z_query: torch.Tensor, memory=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def read_memory(self, z_query: torch.Tensor, memory=None, query_tokens=None) -> tuple[torch.Tensor, torch.Tensor]:
         """z_query (B, C) -> (z_read (B, C), addressing KL). `memory` is one of:
-        None (nothing written: read the prior), an EpisodicMemory holding deployment facts,
-        FactEpisodes (training: one-shot write of each row's facts), or memories (B, K, C)."""
+        None (nothing written: read the prior), an EpisodicMemory holding deployment facts
+        (scoped by `query_tokens`, one list of token ids per row, memory_np module doc), FactEpisodes
+        (training: one-shot write of each row's facts), or memories (B, K, C)."""
         kl = z_query.new_zeros(())
         mem = self.memory
         if memory is None:
             return mem.address(z_query) @ mem.prior_mean, kl
         if isinstance(memory, EpisodicMemory):
-            return memory.read_fact(z_query.detach().double()).to(z_query.dtype), kl
+            z = z_query.detach().double()
+            if query_tokens is not None:     # the scope reads one query at a time
+                return torch.stack([memory.read_fact(zi, t) for zi, t in zip(z, query_tokens)]).to(z_query.dtype), kl
+            return memory.read_fact(z).to(z_query.dtype), kl
         if isinstance(memory, FactEpisodes):
             z_read, kl, _ = self.read_episodes(z_query, memory)
             return z_read, kl
         z_read, _ = mem.read(memory, z_query.unsqueeze(1), sample=self.training)
         return z_read.squeeze(1), kl
 
-    def read_episodes(self, z_query: torch.Tensor, facts: FactEpisodes):
-        """Training read: write each row's facts one-shot, read with its query.
+    def fact_scope(self, facts: FactEpisodes, task_ids: torch.Tensor, task_mask: torch.Tensor) -> torch.Tensor:
+        """S (B, N): the summed specificity of each fact's tokens that its row's task does not
+        contain; the fact's scope is r = exp(-S) (memory_np.scope_relevance, same numbers)."""
+        alpha = self.memory_scope(self.embed.weight, facts.ids) * facts.mask.to(self.embed.weight.dtype)
+        match = facts.ids.unsqueeze(-1) == task_ids[:, None, None, :]        # (B, N, Lf, L)
+        found = (match & task_mask.bool()[:, None, None, :]).any(-1)
+        return (alpha * (~found).to(alpha.dtype)).sum(-1)
+
+    def read_episodes(self, z_query: torch.Tensor, facts: FactEpisodes, scale: torch.Tensor | None = None):
+        """Training read: write each row's facts one-shot, read with its query; with `scale`
+        (B, N) each fact's share is multiplied by it (the scope r, memory_np module doc).
 
         -> (z_read (B, C), addressing KL, coefficients (B, N)): each fact's weight a_i in the
         read (EpisodicMemory.read_coefficients, on the mean addresses; 0 for absent facts)."""
@@ -207,9 +223,9 @@ class BitGenModel(Generation, nn.Module):
         w_facts = mem.address(z_facts) * keep
         kl = mem.addressing_kl(w_facts, present)
         coef = mem.read_coefficients(mem.address(z_query), w_facts)
-        if mem.gate > 0:     # gated read (memory_np module doc), addresses sampled as in a write
+        if mem.gate > 0 or scale is not None:   # decomposed read, addresses sampled as in a write
             z_read, _ = mem.read_gated(mem.address(z_query, self.training),
-                                       mem.address(z_facts, self.training) * keep, z_facts, present)
+                                       mem.address(z_facts, self.training) * keep, z_facts, present, scale)
             return z_read, kl, coef
         memory_matrix, _, _ = mem.write_episode(z_facts, present, sample=self.training)
         z_read, _ = mem.read(memory_matrix, z_query.unsqueeze(1), sample=self.training)
@@ -221,10 +237,17 @@ class BitGenModel(Generation, nn.Module):
         return self.memory_pos + self.memory_prefix_proj(z_read).view(b, self.config.n_memory_tokens, -1)
 
     def new_memory(self) -> EpisodicMemory:
-        """A fresh deployment memory with this model's keys and learned prior, no facts."""
+        """A fresh deployment memory with this model's keys, learned prior and (with
+        config.memory_scope) specificity table, no facts."""
         mem = copy.deepcopy(self.memory)
+        mem.specificity = None if self.memory_scope is None else self.memory_scope.table(self.embed.weight)
         mem.reset()
         return mem
+
+    def write_fact(self, memory: EpisodicMemory, key: str, text: str) -> str:
+        """Write one fact into a deployment memory, with its token ids for the read's scope."""
+        return memory.write(self.fact_encoding(text), key,
+                            tokens=self.tokenizer.encode(text, self.config.max_task_tokens))
 
     @torch.no_grad()
     def fact_encoding(self, text: str) -> torch.Tensor:
@@ -325,18 +348,25 @@ class BitGenModel(Generation, nn.Module):
         if images is not None:
             image_tokens = self.encode_image(images)
         z_query = self.memory_encoding(task_ids, task_mask)
-        memory_coef = None
+        memory_coef = memory_scope = None
         if isinstance(memory, FactEpisodes):
-            z_read, memory_kl, memory_coef = self.read_episodes(z_query, memory)
+            scale = None
+            if self.memory_scope is not None:   # trained by its own loss (stage2 scope_weight)
+                memory_scope = self.fact_scope(memory, task_ids, task_mask)
+                scale = torch.exp(-memory_scope).detach()
+            z_read, memory_kl, memory_coef = self.read_episodes(z_query, memory, scale)
         else:
-            z_read, memory_kl = self.read_memory(z_query, memory)
+            rows = None
+            if isinstance(memory, EpisodicMemory) and memory.specificity is not None:
+                rows = [i[m.bool()].tolist() for i, m in zip(task_ids, task_mask)]   # each row's tokens
+            z_read, memory_kl = self.read_memory(z_query, memory, rows)
         ids, sep_pos, trace_pos, tgt = self.layout(task_ids, task_mask, trace_ids, trace_mask)
         h, _, _ = self.prefill(ids, z_read, image_tokens, image_mask)
         sep_state = h[torch.arange(h.shape[0], device=h.device), sep_pos]
         logits, r = self.select_head(sep_state, robot_emb if robot_emb is not None else self.robot_embeddings())
         out = dict(robot_logits=logits, ponder_cost=r.ponder_cost, steps=r.steps, state=r.state,
                    sep_state=sep_state, memory_kl=memory_kl, z_query=z_query, z_read=z_read,
-                   memory_coef=memory_coef)
+                   memory_coef=memory_coef, memory_scope=memory_scope)
         if trace_ids is not None:
             h_tr = h.gather(1, trace_pos.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
             logp = F.log_softmax(self.lm_head(h_tr).float(), dim=-1)
@@ -357,7 +387,7 @@ class BitGenModel(Generation, nn.Module):
     def param_count(self) -> dict[str, int]:
         """Parameters per component (the tied head counts once, under embeddings)."""
         groups = dict(vision=self.vision, embeddings=self.embed,
-                      memory=[self.memory, self.memory_key, self.memory_prefix_proj],
+                      memory=[self.memory, self.memory_key, self.memory_prefix_proj, self.memory_scope],
                       backbone=[self.blocks, self.norm], reasoning=self.reasoner, selector=self.selector)
         seen, counts = set(), {}
         for name, mods in groups.items():
@@ -385,7 +415,9 @@ class BitGenModel(Generation, nn.Module):
         atomic_write_bytes(path, buf.getvalue())
 
     @classmethod
-    def load(cls, path: str | Path, map_location: str = "cpu") -> "BitGenModel":
+    def load(cls, path: str | Path, map_location: str = "cpu", overrides: dict | None = None) -> "BitGenModel":
+        """A saved model. `overrides` change config fields before the weights load (stage 2
+        turning on `memory_scope` on a stage-1 checkpoint): modules they add keep their init."""
         from tokenizers import Tokenizer
         try:
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
@@ -395,9 +427,19 @@ class BitGenModel(Generation, nn.Module):
             raise ModelLoadError(f"checkpoint {path} is unreadable: {e}".splitlines()[0]) from None
         if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
             raise ModelLoadError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
-        model = cls(BitGenConfig.from_dict(ckpt["config"]), RobotCatalog.from_dict(ckpt["catalog"]),
+        model = cls(BitGenConfig.from_dict({**ckpt["config"], **(overrides or {})}),
+                    RobotCatalog.from_dict(ckpt["catalog"]),
                     BitGenTokenizer(Tokenizer.from_str(ckpt["tokenizer"])), pretrained=False)
-        model.load_state_dict(ckpt["state_dict"])
+        try:
+            missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=not overrides)
+        except RuntimeError as e:
+            if not overrides:
+                raise
+            raise ModelLoadError(f"{path} does not fit the overridden config {overrides}: "
+                                 f"{str(e).splitlines()[-1].strip()}") from None
+        if unexpected or any(not k.startswith("memory_scope.") for k in missing):
+            raise ModelLoadError(f"{path} does not fit the overridden config {overrides}: missing "
+                                 f"{missing[:3]}, unexpected {unexpected[:3]}")
         model.memory.reset()   # the deployment state starts from the loaded prior
         return model.eval()
 

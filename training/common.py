@@ -368,16 +368,17 @@ def cosine_lr(step: int, total: int, warmup: int, base: float, floor: float = 0.
 
 
 def set_lr(optimizer, lr: float) -> None:
+    """The schedule's lr for every group, except groups that keep their own `fixed_lr`."""
     for g in optimizer.param_groups:
-        g["lr"] = lr
+        g["lr"] = g.get("fixed_lr", lr)
 
 
 def build_model(cfg: dict, init: Path | None = None):
     """BitGenModel from `model:` ({preset, overrides}) or from a checkpoint to continue from."""
     from bitgen_core.config import BitGenConfig
     from bitgen_core.model import BitGenModel
-    if init is not None:
-        return BitGenModel.load(init).train()
+    if init is not None:    # `init_overrides`: config changes on top of the checkpoint's
+        return BitGenModel.load(init, overrides=cfg.get("init_overrides") or None).train()
     m = cfg.get("model") or {}
     mc = BitGenConfig.preset(m.get("preset", "tiny"), **(m.get("overrides") or {}))
     return BitGenModel(mc, pretrained=bool(m.get("pretrained", True)),

@@ -216,7 +216,7 @@ class CheckpointPredictor:
 
     def predict(self, task, image_path, facts):
         sync_facts(self._facts, facts,
-                   lambda k, t: self.memory.write(self.model.fact_encoding(t), k),
+                   lambda k, t: self.model.write_fact(self.memory, k, t),
                    self.memory.forget)
         out = self.model.select(task, load_image(image_path), self.memory if self._facts else None,
                                 trace_tokens=self.max_trace_tokens)

@@ -115,7 +115,7 @@ def _memory_for(model, facts: list[dict]):
         return None
     mem = model.new_memory()
     for f in facts:
-        mem.write(model.fact_encoding(f["text"]), f["key"])
+        model.write_fact(mem, f["key"], f["text"])
     return mem
 
 

@@ -5,10 +5,11 @@
 
 For every memory case the case's fact is written alone into a fresh runtime memory (as
 `bitgen memory add` does) and read with the task, its paraphrases and the unrelated tasks. The
-read is z_r = lam w C^-1 M0 + sum_i c_i z_i with the fact's least-squares coefficient
-a = w C^-1 w_f^T and c = a (linear read) or c = g(a) = sigmoid(k (a - t)) (gated read). A
-selective read has c near 1 for the task and its paraphrases and near 0 for unrelated tasks.
-Reports a and c per query kind, overall and for availability / site facts. Torch-free.
+read is z_r = lam w C^-1 M0 + sum_i r_i c_i z_i with the fact's least-squares coefficient
+a = w C^-1 w_f^T, c = a (linear read) or c = g(a) = sigmoid(k (a - t)) (gated read), and r
+the fact's scope for the query's tokens (1 for models without one). A selective read has a
+share r c near 1 for the task and its paraphrases and near 0 for unrelated tasks. Reports a,
+the scope and the share per query kind, overall and for availability / site facts. Torch-free.
 """
 from __future__ import annotations
 
@@ -32,21 +33,22 @@ KINDS = ("task", "paraphrase", "unrelated")
 def probe(rt: BitGenRuntime, cases: list[dict]) -> dict:
     """Per query kind: mean / min / max of a and of the read's share c, and the rows."""
     base = rt.memory._base
-    encode_query = lambda text: rt._encode_ids(rt.tokenizer.encode(text, rt.config.max_task_tokens))  # noqa: E731
+    tokens = lambda text: rt.tokenizer.encode(text, rt.config.max_task_tokens)  # noqa: E731
     rows = []
     for c in cases:
         mem = base.fresh()
         fact = c["facts"][0]
-        mem.write(rt.encode_fact(fact["text"]), fact["key"])
+        mem.write(rt.encode_fact(fact["text"]), fact["key"], tokens=tokens(fact["text"]))
         kind = "availability" if fact["key"].endswith("-status") else "site"
         queries = ([("task", c["task"])] + [("paraphrase", p) for p in c["paraphrases"]]
                    + [("unrelated", u) for u in c["unrelated"]])
         for qkind, text in queries:
-            _, used = mem.read_with_facts(encode_query(text))
-            a = used[0].weight
-            share = float(gate(a, base.gate, base.gate_threshold)) if base.gate > 0 else a
+            ids = tokens(text)
+            _, used = mem.read_with_facts(rt._encode_ids(ids), query_tokens=ids)
+            a, r = used[0].weight, used[0].relevance
+            share = (float(gate(a, base.gate, base.gate_threshold)) if base.gate > 0 else a) * r
             rows.append({"case": c["id"], "fact": kind, "query": qkind, "a": round(a, 4),
-                         "share": round(share, 4)})
+                         "scope": round(r, 4), "share": round(share, 4)})
     summary = {}
     for group in ("all", "availability", "site"):
         for qkind in KINDS:
@@ -54,6 +56,7 @@ def probe(rt: BitGenRuntime, cases: list[dict]) -> dict:
             if sel:
                 a, s = np.array([r["a"] for r in sel]), np.array([r["share"] for r in sel])
                 summary[f"{group}/{qkind}"] = {"n": len(sel), "a_mean": round(float(a.mean()), 3),
+                                               "scope_mean": round(float(np.mean([r["scope"] for r in sel])), 3),
                                                "share_mean": round(float(s.mean()), 3),
                                                "share_gt_half": round(float((s > 0.5).mean()), 3)}
     return {"gate": base.gate, "gate_threshold": base.gate_threshold, "summary": summary, "rows": rows}

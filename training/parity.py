@@ -66,7 +66,7 @@ def measure(model, rt, inputs: list[dict], traces: int = 0) -> dict:
                 rt.memory.forget(key)
             mem = model.new_memory() if x["facts"] else None
             for key, text in x["facts"]:
-                mem.write(model.fact_encoding(text), key)
+                model.write_fact(mem, key, text)
                 res = rt.memory.write(key, text)
                 if not res.success:
                     raise RuntimeError(f"runtime refused fact {key!r}: {res.message}")

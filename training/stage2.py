@@ -189,6 +189,42 @@ def relevance_loss(coef: torch.Tensor | None, relevance, gate: float = 0.0,
     return err[labelled].mean(), stats
 
 
+def scope_loss(s: torch.Tensor, applies: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """BCE of the scope r = exp(-S) against `applies` (1: the fact concerns the task):
+    -[y log r + (1 - y) log(1 - r)] = y S - (1 - y) log(1 - exp(-S)). Also mean r per label."""
+    s = s.clamp(min=1e-6)
+    y = applies.to(s.dtype)
+    loss = (y * s - (1 - y) * torch.log(-torch.expm1(-s))).mean()
+    stats = {}
+    with torch.no_grad():
+        for name, want in (("scope_applies", 1.0), ("scope_other", 0.0)):
+            sel = y == want
+            if bool(sel.any()):
+                stats[name] = float(torch.exp(-s[sel]).mean())
+    return loss, stats
+
+
+class ScopePairs:
+    """Every labelled (fact, task, applies) of the training records, sampled in batches for
+    the scope loss: token ops only (no forward), so a large batch costs little."""
+
+    def __init__(self, records: list[dict], model):
+        self.pairs = [(f["text"], r["task"], float(f["applies"])) for r in records
+                      for f in r.get("facts") or [] if isinstance(f.get("applies"), bool)]
+        self.model = model
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def loss(self, rng: random.Random, n: int) -> tuple[torch.Tensor, dict]:
+        pick = [self.pairs[i] for i in rng.sample(range(len(self.pairs)), min(n, len(self.pairs)))]
+        m, max_len = self.model, self.model.config.max_task_tokens
+        fi, fm = (torch.from_numpy(a) for a in m.tokenizer.encode_batch([p[0] for p in pick], max_len))
+        ti, tm = (torch.from_numpy(a) for a in m.tokenizer.encode_batch([p[1] for p in pick], max_len))
+        s = m.fact_scope(FactEpisodes(fi[:, None], fm[:, None]), ti, tm)[:, 0]
+        return scope_loss(s, torch.tensor([p[2] for p in pick]))
+
+
 def read_coefficients(model, b: dict) -> torch.Tensor | None:
     """The facts' read coefficients of a batch's tasks, without the prefill and selector
     (what the relevance batch needs: text encodings, memory key, the episode read)."""
@@ -254,6 +290,11 @@ def sft(model, head, train: TaskBatches, tcfg: dict, out: Path, d: C.Dist, log: 
     rel_bs = int(tcfg.get("relevance_batch", 0) or 0)
     rel_rows = [i for i, r in enumerate(train.records)
                 if (labels := train.relevance([r])) is not None and bool(labels[1].any())] if rel_bs else []
+    # the read's scope (config.memory_scope): its own loss on the batch's facts and on a
+    # sample of all labelled (fact, task) pairs
+    scope_w = float(tcfg.get("scope_weight", 0) or 0) if model.memory_scope is not None else 0.0
+    scope_pairs = ScopePairs(train.records, model) if scope_w > 0 else None
+    scope_bs = int(tcfg.get("scope_batch", 0) or 0)
     bar = C.progress(steps, "stage2 sft", d, initial=start_step)
     max_s = float(tcfg.get("max_minutes", 0) or 0) * 60
     acc: dict[str, list] = {}
@@ -280,6 +321,18 @@ def sft(model, head, train: TaskBatches, tcfg: dict, out: Path, d: C.Dist, log: 
                 rel = rel + rel_extra
             if float(tcfg.get("relevance_weight", 0)) > 0:
                 loss = loss + float(tcfg["relevance_weight"]) * rel
+            scope = torch.zeros(())
+            if scope_w > 0:
+                parts = []
+                if o["memory_scope"] is not None and b["relevance"] is not None and bool(b["relevance"][1].any()):
+                    target, labelled = b["relevance"]
+                    parts.append(scope_loss(o["memory_scope"][labelled], target[labelled]))
+                if scope_bs and len(scope_pairs):
+                    parts.append(scope_pairs.loss(random.Random(f"{seed}:{d.rank}:scope:{step}"), scope_bs))
+                if parts:
+                    scope = sum(p[0] for p in parts) / len(parts)
+                    rel_stats = {**rel_stats, **parts[-1][1]}
+                    loss = loss + scope_w * scope
             dist_loss = torch.zeros(())
             if bool(b["has_teacher"].any()) and float(tcfg.get("distill_weight", 0)) > 0:
                 # keep the task state in MiniLM's space while it learns to select (stage 1's
@@ -300,12 +353,13 @@ def sft(model, head, train: TaskBatches, tcfg: dict, out: Path, d: C.Dist, log: 
             step += 1
             bar.update(1)
             for key, v in (("loss", loss), ("bce", sel), ("lm", lm), ("distill", dist_loss), ("ponder", o["ponder_cost"]),
-                           ("memory_kl", o["memory_kl"]), ("steps", o["steps"].mean()), ("relevance", rel)):
+                           ("memory_kl", o["memory_kl"]), ("steps", o["steps"].mean()), ("relevance", rel),
+                           ("scope", scope)):
                 acc.setdefault(key, []).append(float(v.detach()))
             for key, v in rel_stats.items():
                 acc.setdefault(key, []).append(v)
             if step % int(tcfg["log_every"]) == 0 or step == steps:
-                for key in ("coef_applies", "coef_other"):    # same keys on every rank (DDP)
+                for key in ("coef_applies", "coef_other", "scope_applies", "scope_other"):   # same keys on every rank (DDP)
                     acc.setdefault(key, [float("nan")])
                 m = C.all_mean({k: float(np.mean(v)) for k, v in acc.items()}, d)
                 m["lr"] = optimizer.param_groups[0]["lr"]
@@ -360,8 +414,14 @@ def main(argv=None) -> dict:
     evals = {k: TaskBatches(v, model, feats, trace_tokens) for k, v in eval_recs.items()}
     head = torch.nn.Linear(model.config.d_model, 384)      # projection to MiniLM's space (not exported)
     C.broadcast_parameters(head, d)
-    params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
-    opt = torch.optim.AdamW(C.param_groups(params, model, float(tcfg["weight_decay"])), lr=float(tcfg["lr"]))
+    scope_params = [] if model.memory_scope is None else list(model.memory_scope.parameters())
+    params = [p for p in model.parameters() if p.requires_grad and all(p is not q for q in scope_params)] \
+        + list(head.parameters())
+    groups = C.param_groups(params, model, float(tcfg["weight_decay"]))
+    if scope_params:    # a linear model over tokens: its own constant lr, no decay
+        groups.append({"params": scope_params, "weight_decay": 0.0,
+                       "fixed_lr": float(tcfg.get("scope_lr", tcfg["lr"]))})
+    opt = torch.optim.AdamW(groups, lr=float(tcfg["lr"]))
     start, phase, elapsed, cpu = 0, "sft", 0.0, 0.0
     if args.resume and (out / "state.pt").exists():
         st = C.load_state(out / "state.pt", model=model, optimizer=opt if _phase(out) == "sft" else None,

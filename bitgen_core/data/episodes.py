@@ -180,18 +180,54 @@ class EpisodeMaker:
     def _zones(self, env: str) -> list[str]:
         return list(self.spec["zones"]) + list(self.spec.get("family_zones", {}).get(env, ()))
 
+    def _zone_pair(self, env: str, rng: random.Random) -> tuple[str, str]:
+        """The fact's zone and the locality zone: from the lists, or built from a head word and
+        an identifier (facts.yaml `built_zones`), often sharing the head ("level 7" / "level 2")."""
+        built = self.spec.get("built_zones")
+        if not built or rng.random() >= built["p"]:
+            zone, other = rng.sample(self._zones(env), 2)
+            return zone, other
+        numbered = rng.random() < 0.5
+        heads = built["numbered_heads"] if numbered else built["named_heads"]
+        ids = built["ids"] if numbered else built["qualifiers"]
+        make = (lambda h, i: f"{h} {i}") if numbered else (lambda h, i: f"the {i} {h}")   # noqa: E731
+        head = rng.choice(heads)
+        other_head = head if rng.random() < built["same_head"] else rng.choice([h for h in heads if h != head])
+        i = rng.choice(ids)
+        j = rng.choice([x for x in ids if x != i or other_head != head])
+        return make(head, i), make(other_head, j)
+
+    def _fact_text(self, phrase: str, loc: str, rng: random.Random) -> str:
+        """A site phrase filled with its location, sometimes with a reason or a time after it."""
+        text = phrase.format(loc=loc)
+        reasons = self.spec.get("site_reasons")
+        if reasons and rng.random() < reasons["p"]:
+            text = f"{text} {rng.choice(reasons['reasons'])}"
+        return text
+
     def _site(self, rng: random.Random, idx: int) -> Episode | None:
         kind = rng.choice(sorted(self.spec["site"]))
         spec = self.spec["site"][kind]
         base_env = rng.choice(spec["base"])
         site = rng.choice(self.spec["sites"][base_env])
-        zone, other_zone = rng.sample(self._zones(base_env), 2)
-        locs = self._locations(zone, site)
-        loc, fact_loc, para_loc = rng.choice(locs), rng.choice(locs), rng.choice(locs)
+        sites = self.spec["sites"][base_env]
+        if len(sites) > 1 and rng.random() < self.spec.get("p_site_wide", 0.0):
+            # the whole site: jobs anywhere there change, the same job at another site does not
+            zone, label = None, site
+            locs, other_locs = [f"the {site}"], [f"the {rng.choice([x for x in sites if x != site])}"]
+            distractor_zone = None
+        else:
+            zone, other_zone = self._zone_pair(base_env, rng)
+            label = zone[4:] if zone.startswith("the ") else zone
+            locs, other_locs = self._locations(zone, site), self._locations(other_zone, site)
+            distractor_zone = (other_zone, site, base_env)
+        # the task may name the zone without its site ("in level 7"); the fact always names it
+        word = lambda: (zone if zone and rng.random() < self.spec.get("p_bare", 0.0) else rng.choice(locs))  # noqa: E731
+        loc, fact_loc, para_loc = word(), rng.choice(locs), word()
         written, para = self._split_phrases(spec["phrases"])
-        fill = lambda p: p.format(loc=fact_loc if p in written else rng.choice(locs))   # noqa: E731
-        fact = Fact(key=f"{zone.replace(' ', '-')}-{kind}", text=fill(rng.choice(written)), zone_place=f"in {loc}",
-                    to_env=spec.get("to_env"), add=spec.get("add"), aliases=tuple(locs))
+        fill = lambda p: self._fact_text(p, fact_loc if p in written else rng.choice(locs), rng)   # noqa: E731
+        fact = Fact(key=f"{label.replace(' ', '-')}-{kind}", text=fill(rng.choice(written)), zone_place=f"in {loc}",
+                    to_env=spec.get("to_env"), add=spec.get("add"), aliases=(*locs, *([zone] if zone else [])))
         for _ in range(60):
             intent, d = sample_intent(self.world, self.book, rng, p_condition=0.1, env=base_env, place=f"in {loc}")
             after = apply_fact(self.book, fact, intent)
@@ -201,18 +237,18 @@ class EpisodeMaker:
             para_intent = replace(intent, place=f"{head} {para_loc}")
             # locality: the same site elsewhere, or any other job of that kind of place
             if rng.random() < SAME_SITE_LOCALITY:
-                where = f"in {rng.choice(self._locations(other_zone, site))}"
+                where = f"in {rng.choice(other_locs)}"
                 other, _ = sample_intent(self.world, self.book, rng, p_condition=0.1, env=base_env, place=where)
             else:
                 other, _ = sample_intent(self.world, self.book, rng, p_condition=0.1, env=base_env)
             if fact.applies(other.place):
                 continue
-            # the minimal pair: this very job in another zone of the same site
-            moved = replace(intent, place=f"{head} {rng.choice(self._locations(other_zone, site))}")
+            # the minimal pair: this very job in another zone of the same site (or at another site)
+            moved = replace(intent, place=f"{head} {rng.choice(other_locs)}")
             if fact.applies(moved.place) or apply_fact(self.book, fact, moved).robots != d.robots:
                 continue
             return self._episode(idx, kind, fact, fill(rng.choice(para)), intent, para_intent, other, rng,
-                                 distractor_zone=(other_zone, site, base_env), nearby=moved)
+                                 distractor_zone=distractor_zone, nearby=moved)
         return None
 
     def _distractor(self, rng, intent: Intent, facts: list[Fact], zone_site) -> Fact | None:
@@ -224,11 +260,12 @@ class EpisodeMaker:
                 zone, site, env = zone_site
                 kind = rng.choice([k for k, v in sorted(self.spec["site"].items()) if env in v["base"]])
                 loc = rng.choice(self._locations(zone, site))
-                text = rng.choice(self.spec["site"][kind]["phrases"]).format(loc=loc)
+                text = self._fact_text(rng.choice(self.spec["site"][kind]["phrases"]), loc, rng)
                 spec = self.spec["site"][kind]
-                cand = Fact(key=f"{zone.replace(' ', '-')}-{kind}", text=text, zone_place=f"in {loc}",
+                bare = zone[4:] if zone.startswith("the ") else zone
+                cand = Fact(key=f"{bare.replace(' ', '-')}-{kind}", text=text, zone_place=f"in {loc}",
                             to_env=spec.get("to_env"), add=spec.get("add"),
-                            aliases=tuple(self._locations(zone, site)))
+                            aliases=(*self._locations(zone, site), zone))
             else:
                 robot = rng.choice(sorted(self.spec["availability"]))
                 if any(f.robot == robot for f in facts):

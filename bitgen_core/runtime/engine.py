@@ -178,7 +178,8 @@ class BitGenRuntime:
         self._drafter = RuleDraft.for_catalog(self.tokenizer, self.catalog) if trace_grammar and trace_draft else None
         self.memory = RuntimeMemory(files.memory, self.encode_fact, memory_path, limits=limits,
                                     guard=edit_guard, audit=audit_log,
-                                    similarity_threshold=memory_similarity, recover=recover_memory)
+                                    similarity_threshold=memory_similarity, recover=recover_memory,
+                                    tokens=lambda text: self.tokenizer.encode(text, self.config.max_task_tokens))
 
     def _trace_grammar(self, on: bool):
         """The trace grammar (constrained.py) and the output-head rows of its tokens, held in
@@ -260,7 +261,7 @@ class BitGenRuntime:
         t = time.perf_counter()
         self.memory.sync()
         ids = self.tokenizer.encode(task, cfg.max_task_tokens)
-        z_read, keys = self.memory.read(self._encode_ids(ids))
+        z_read, keys = self.memory.read(self._encode_ids(ids), ids)
         lat["memory"] = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
         prompt = [self._sink] + [self._pad] * cfg.n_memory_tokens + ids + [self._sep]

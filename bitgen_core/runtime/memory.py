@@ -43,9 +43,12 @@ class RuntimeMemory:
     def __init__(self, base: EpisodicMemoryNP, encode: Callable[[str], np.ndarray],
                  path: str | os.PathLike | None = None, *, limits: Limits = DEFAULT_LIMITS,
                  guard: EditGuard | None = None, audit: AuditLog | None = None,
-                 similarity_threshold: float = 0.5, recover: bool = False) -> None:
+                 similarity_threshold: float = 0.5, recover: bool = False,
+                 tokens: Callable[[str], list[int]] | None = None) -> None:
         self._base = base
         self._encode = encode
+        # a fact's token ids, for the read's scope (memory_np module doc); None: unscoped
+        self._tokens = tokens
         self.limits = limits
         self.guard = guard
         self.audit = audit
@@ -85,7 +88,7 @@ class RuntimeMemory:
             facts = [] if self.store is None else self.store.load()
             mem = self._fresh()
             for f in facts:
-                mem.write(self._encode(f.text), f.key)
+                mem.write(self._encode(f.text), f.key, tokens=self._fact_tokens(f.text))
             self._facts, self._mem = facts, mem
             if self.store is not None:
                 self._stamp = self._file_stamp()
@@ -129,7 +132,7 @@ class RuntimeMemory:
                     text = validate_fact(text, self.limits)
                     digest_text = text
                     z = self._encode(text)            # before persisting: a bad fact changes nothing
-                    message = self._write(key, text, z)
+                    message = self._write(key, text, z, self._fact_tokens(text))
                 else:
                     message = self._forget(key)
         except BitGenError as e:
@@ -139,7 +142,10 @@ class RuntimeMemory:
         self._audit(action, key, "ok", "", digest_text)
         return MemoryResult(True, message, len(self._facts))
 
-    def _write(self, key: str, text: str, z: np.ndarray) -> str:
+    def _fact_tokens(self, text: str) -> list[int] | None:
+        return None if self._tokens is None else self._tokens(text)
+
+    def _write(self, key: str, text: str, z: np.ndarray, tokens: list[int] | None = None) -> str:
         existed = any(f.key == key for f in self._facts)
         if not existed and len(self._facts) >= self.limits.max_facts:
             raise MemoryEditError(f"memory is full ({self.limits.max_facts} facts); forget one first")
@@ -149,7 +155,7 @@ class RuntimeMemory:
             self._stamp = self._file_stamp()
         else:
             facts = [f for f in self._facts if f.key != key] + [Fact.new(key, text)]
-        self._mem.write(z, key)      # an existing key is forgotten first: exact replacement
+        self._mem.write(z, key, tokens=tokens)   # an existing key is forgotten first: exact replacement
         self._facts = facts
         return f"{'replaced' if existed else 'stored'} fact {key!r}"
 
@@ -194,16 +200,18 @@ class RuntimeMemory:
             else:
                 mem = self._fresh()
                 for f in facts:
-                    mem.write(self._encode(f.text), f.key)
+                    mem.write(self._encode(f.text), f.key, tokens=self._fact_tokens(f.text))
                 self._facts, self._mem = list(facts), mem
             return MemoryResult(True, f"loaded {len(facts)} facts from {path}", len(self._facts))
 
     # -- reading -------------------------------------------------------------------------
-    def read(self, z: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """Memory read for a query encoding -> (z_read float32 (C,), keys of facts used)."""
+    def read(self, z: np.ndarray, query_tokens: list[int] | None = None) -> tuple[np.ndarray, list[str]]:
+        """Memory read for a query encoding (and its token ids, for the scope) -> (z_read
+        float32 (C,), keys of the facts used: addressed alike and, when scoped, in scope)."""
         with self._lock:
             out, facts = self._mem.read_with_facts(np.asarray(z, np.float64),
-                                                   min_similarity=self.similarity_threshold)
+                                                   min_similarity=self.similarity_threshold,
+                                                   query_tokens=query_tokens, min_relevance=0.5)
         return out.astype(np.float32), [f.fact_id for f in facts]
 
 

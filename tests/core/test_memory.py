@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bitgen_core.memory import EpisodicMemory
-from bitgen_core.memory_np import EpisodicMemoryNP, least_squares_memory, make_keys
+from bitgen_core.memory_np import EpisodicMemoryNP, least_squares_memory, make_keys, scope_relevance
 
 torch.set_num_threads(1)
 K, C, N = 32, 64, 24
@@ -354,3 +354,97 @@ def test_gated_read_is_the_same_in_numpy_torch_deployment_and_torch_training():
     assert nm.fresh().gate == 12.0 and len(nm.fresh()) == 0
     with pytest.raises(ValueError):
         EpisodicMemoryNP.create(K, C, gate=-1.0)
+
+
+# --- scope: per-token specificity (memory_np module doc) ------------------------------------
+V = 50
+
+
+def scoped(kind):
+    alpha = np.zeros(V)
+    alpha[[5, 6]] = 3.0           # "zone", "b": the words that say where
+    alpha[7] = 0.5
+    if kind == "numpy":
+        return EpisodicMemoryNP(make_keys(K, C, 1), specificity=alpha)
+    mem = EpisodicMemory(K, C, seed=1)
+    mem.specificity = alpha
+    return mem
+
+
+def test_scope_relevance_is_exp_of_the_missing_tokens_specificity():
+    alpha = np.array([0.0, 1.0, 2.0, 0.25])
+    assert scope_relevance(alpha, [1, 2, 3, 0], [1, 2, 3]) == 1.0                    # all named (0 costs 0)
+    assert scope_relevance(alpha, [1, 2, 3], [1, 9]) == pytest.approx(np.exp(-2.25))
+    assert scope_relevance(alpha, [2, 2], []) == pytest.approx(np.exp(-4.0))          # per position
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_a_scoped_fact_counts_only_for_queries_that_name_its_tokens(kind):
+    mem = scoped(kind)
+    z = facts(3, seed=4)
+    mem.write(z[0], "flood", tokens=[5, 6, 1, 2])        # "zone b (of the warehouse) is flooded"
+    q = z[0] + 0.1 * z[1]
+    read = lambda toks: np.asarray(_scoped_read(mem, q, toks))   # noqa: E731
+    unscoped = read(None)
+    np.testing.assert_allclose(read([9, 5, 6, 3]), unscoped, rtol=1e-9, atol=1e-9)   # names zone b
+    empty = np.asarray(_read(mem.fresh() if kind == "numpy" else _fresh_torch(mem), q))
+    # "zone d": b is missing, the fact enters with exp(-3) of its share
+    full_share, part = unscoped - empty, read([9, 5, 3]) - empty
+    np.testing.assert_allclose(part, np.exp(-3.0) * full_share, rtol=1e-6, atol=1e-9)
+    # a fact written without tokens is unscoped: it counts for every query
+    mem.write(z[2], "plain")
+    both = read([9, 5, 6])
+    mem.forget("flood")
+    np.testing.assert_allclose(read([1]), read(None), rtol=1e-9, atol=1e-9)
+    mem.forget("plain")
+    np.testing.assert_allclose(read([9, 5, 6]), empty, atol=1e-9)
+    assert np.abs(both - empty).max() > 1e-3
+
+
+def _fresh_torch(mem):
+    m = EpisodicMemory(K, C, seed=1)
+    m.specificity = mem.specificity
+    return m
+
+
+def _scoped_read(mem, z, toks):
+    if isinstance(mem, EpisodicMemoryNP):
+        return mem.read(z, toks)
+    return mem.read_fact(z, toks).numpy()
+
+
+def test_scoped_memory_reports_relevance_and_round_trips_through_save_and_the_torch_twin(tmp_path):
+    mem = scoped("numpy")
+    z = facts(3, seed=5)
+    mem.write(z[0], "flood", tokens=[5, 6, 1])
+    mem.write(z[1], "drone", tokens=[1, 2])
+    mem.write(z[2], "plain")
+    _, used = mem.read_with_facts(z[0], query_tokens=[5, 1, 2])
+    rel = {f.fact_id: f.relevance for f in used}
+    assert rel == pytest.approx({"flood": np.exp(-3.0), "drone": 1.0, "plain": 1.0})
+    _, kept = mem.read_with_facts(z[0], query_tokens=[5, 1, 2], min_relevance=0.5)
+    assert {f.fact_id for f in kept} == {"drone", "plain"}
+    mem.save(tmp_path / "m.npz")
+    back = EpisodicMemoryNP.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(back.specificity, mem.specificity)
+    for toks in ([5, 1, 2], [5, 6], None):
+        np.testing.assert_allclose(back.read(z[1], toks), mem.read(z[1], toks), rtol=1e-12)
+    twin = EpisodicMemory(K, C, seed=1)
+    twin.load(tmp_path / "m.npz")
+    for toks in ([5, 1, 2], [5, 6]):
+        np.testing.assert_allclose(twin.read_fact(z[1], toks).numpy(), mem.read(z[1], toks), rtol=1e-9)
+    again = twin.to_numpy()
+    np.testing.assert_allclose(again.read(z[1], [5]), mem.read(z[1], [5]), rtol=1e-9)
+    back.forget("flood")
+    assert "flood" not in back._tokens and back.relevance([5]).tolist() == [1.0, 1.0]
+
+
+def test_scoped_writes_refuse_token_ids_outside_the_table():
+    mem = scoped("numpy")
+    with pytest.raises(ValueError, match="token ids"):
+        mem.write(facts(1)[0], "x", tokens=[V])
+    with pytest.raises(ValueError, match="token ids"):
+        mem.write(facts(1)[0], "x", tokens=[])
+    assert len(mem) == 0
+    with pytest.raises(ValueError, match="specificity"):
+        EpisodicMemoryNP(make_keys(K, C, 1), specificity=-np.ones(3))

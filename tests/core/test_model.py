@@ -7,6 +7,7 @@ import torch
 from bitgen_core.catalog import Robot, RobotCatalog
 from bitgen_core.config import BitGenConfig
 from bitgen_core.errors import InputError, ModelLoadError
+from bitgen_core.memory_np import scope_relevance
 from bitgen_core.model import BitGenModel, FactEpisodes, print_param_counts
 from bitgen_core.tokenizer import BitGenTokenizer
 
@@ -382,3 +383,43 @@ def test_training_read_reports_each_facts_coefficient_and_the_prefix_sees_its_ma
     torch.testing.assert_close(z_read[0].double(), mem.read_fact(zq[0].double()), rtol=1e-4, atol=1e-5)
     linear = BitGenModel(m.config.replace(memory_gate=0.0), tokenizer=m.tokenizer, pretrained=False)
     assert linear.memory.gate == 0 and linear.new_memory().to_numpy().gate == 0
+
+
+def test_scoped_training_read_matches_the_deployment_read_and_the_numpy_scope(tok):
+    m = nano(tok, memory_scope=True, memory_gate=0.0).eval()
+    zone = tok.encode("zone b", 8)
+    with torch.no_grad():
+        m.memory_scope.offset[zone] = 8.0           # "zone", "b" say where (alpha ~5); the rest ~0.05
+    fact_texts = ["zone b of the warehouse is flooded", "the drone is grounded"]
+    tasks = ["check the racking in zone b of the warehouse", "check the racking in zone d of the warehouse"]
+    f_ids, f_mask = m._tokens(fact_texts, 16)
+    episodes = FactEpisodes(torch.stack([f_ids, f_ids]), torch.stack([f_mask, f_mask]))
+    qids, qmask = m._tokens(tasks, 16)
+    mem = m.new_memory()
+    for i, text in enumerate(fact_texts):
+        m.write_fact(mem, f"f{i}", text)
+    table = m.memory_scope.table(m.embed.weight)
+    np.testing.assert_array_equal(mem.to_numpy().specificity, table)
+    with torch.no_grad():
+        s = m.fact_scope(episodes, qids, qmask)
+        train_read = m(qids, qmask, memory=episodes)
+        deploy_read = m(qids, qmask, memory=mem)["z_read"]
+    want = [[scope_relevance(table, tok.encode(f, 16), tok.encode(t, 16)) for f in fact_texts] for t in tasks]
+    np.testing.assert_allclose(torch.exp(-s).numpy(), want, rtol=1e-5)
+    assert want[0][0] > 0.8 and want[1][0] < 0.05 and want[1][1] > 0.5   # zone d: flood out, drone in
+    torch.testing.assert_close(train_read["memory_scope"], s)
+    torch.testing.assert_close(train_read["z_read"], deploy_read, atol=2e-4, rtol=1e-4)
+    sel = m.select(tasks[1], memory=mem)          # the single-task path reads scoped too
+    assert sel["robots"] and len(mem) == 2
+
+
+def test_a_checkpoint_loads_with_config_overrides_that_only_add_modules(tmp_path, tok):
+    m = nano(tok).eval()
+    m.save(tmp_path / "base.pt")
+    scoped = BitGenModel.load(tmp_path / "base.pt", overrides={"memory_scope": True})
+    assert scoped.memory_scope is not None and scoped.config.memory_scope
+    ids, mask, _ = batch(m, TASKS[:2])
+    with torch.no_grad():     # no facts: the scope changes nothing
+        torch.testing.assert_close(scoped(ids, mask)["robot_logits"], m(ids, mask)["robot_logits"])
+    with pytest.raises(ModelLoadError, match="overridden config"):
+        BitGenModel.load(tmp_path / "base.pt", overrides={"memory_lexical": True})

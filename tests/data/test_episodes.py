@@ -115,16 +115,37 @@ def test_site_locality_tasks_are_mostly_the_same_site_elsewhere():
     maker = EpisodeMaker(world, book)
     sites = sorted({s for v in maker.spec["sites"].values() for s in v}, key=len, reverse=True)
     bare = lambda s: s[4:] if s.startswith("the ") else s   # noqa: E731
-    same, n = 0, 0
+    same, n, wide = 0, 0, []
     for i in range(300):
         ep = maker._site(random.Random(f"loc:{i}"), i)
         if ep is None:
             continue
         site = next(bare(s) for s in sites if bare(s) in ep.fact["text"].lower())
+        label = ep.fact["key"][:-len(ep.kind) - 1].replace("-", " ")
+        if label == site:        # a site-wide fact: its locality tasks are at other sites
+            wide.append(site not in ep.unrelated_task.lower() and site not in ep.nearby_tasks[0].lower())
+            continue
         n += 1
         same += site in ep.unrelated_task.lower()
     assert n >= 100
     assert same / n >= SAME_SITE_LOCALITY - 0.1, (same, n)
+    assert len(wide) >= 30 and all(wide)
+
+
+def test_built_zones_give_minimal_pairs_that_differ_only_in_the_identifier():
+    """Half the site episodes name a built zone ("level 7", "the west yard"); most of those
+    move the minimal-pair job to a zone with the same head, so only the identifier differs."""
+    maker = EpisodeMaker(World.load(), RuleBook.load())
+    built = maker.spec["built_zones"]
+    maker.spec = {**maker.spec, "built_zones": {**built, "p": 1.0}}     # every pair built
+    head = lambda z: z.split(" ", 2)[2] if z.startswith("the ") else z.rsplit(" ", 1)[0]  # noqa: E731
+    same_head, n = 0, 0
+    for i in range(400):
+        zone, other = maker._zone_pair("warehouse", random.Random(f"zone:{i}"))
+        assert zone != other and head(zone) in built["numbered_heads"] + built["named_heads"]
+        n += 1
+        same_head += head(zone) == head(other)
+    assert n >= 100 and same_head / n >= built["same_head"] - 0.1, (same_head, n)
 
 
 def test_some_availability_facts_are_short_with_no_reason_and_name_their_robot():

@@ -23,4 +23,7 @@ def test_probe_reports_coefficients_and_shares_per_query_kind(exported, tmp_path
     for r in res["rows"]:
         assert 0 <= r["share"] <= 1       # gated: the share is sigmoid(k (a - t))
     assert res["summary"]["all/task"]["n"] == 2 and res["summary"]["site/unrelated"]["n"] == 1
+    # the fixture's scope: "zone b" names the place, so the zone-D job is out of the fact's scope
+    site = {r["query"]: r["scope"] for r in res["rows"] if r["fact"] == "site"}
+    assert site["unrelated"] < 0.01 and site["task"] > 0.5 and site["paraphrase"] > 0.5
     assert "all/unrelated" in capsys.readouterr().out

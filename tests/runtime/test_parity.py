@@ -49,7 +49,7 @@ def test_probabilities_and_top1_match_on_200_inputs(pair):
             for key in [k for k, _ in FACTS]:
                 rt.memory.forget(key)
             for key, text in FACTS[:n_facts]:
-                mem.write(model.fact_encoding(text), key)
+                model.write_fact(mem, key, text)
                 assert rt.memory.write(key, text).success
             n_facts_state = n_facts
         ref = model.select(task, image, memory=mem if n_facts else None)

@@ -117,3 +117,37 @@ def test_exported_memory_keeps_the_read_gate_and_reads_like_the_torch_model(expo
     ref = mem.read_fact(z_q.double()).numpy()
     got, _ = rt.memory.read(rt._encode_ids(rt.tokenizer.encode(task, rt.config.max_task_tokens)))
     np.testing.assert_allclose(got, ref, atol=1e-3 * max(1.0, np.abs(ref).max()))
+
+
+def test_exported_scope_reads_like_the_torch_model_and_reports_facts_in_scope(exported, tmp_path):
+    """memory.npz carries the trained specificity table; the runtime scopes each stored fact
+    by the task's tokens exactly as the torch deployment read does, and lists as used only
+    the facts in scope (a fact about zone B is not used for a task in zone D)."""
+    import torch
+
+    from bitgen_core.model import BitGenModel
+    model = BitGenModel.load(exported.checkpoint)
+    rt = BitGenRuntime.load(exported.directory, memory_path=tmp_path / "facts.json")
+    np.testing.assert_array_equal(rt.memory._base.specificity, model.memory_scope.table(model.embed.weight))
+    facts = {"zone_b": "zone B of the warehouse is flooded", "drone": "the drone is grounded"}
+    mem = model.new_memory()
+    for key, text in facts.items():
+        assert rt.memory.write(key, text).success
+        model.write_fact(mem, key, text)
+    used = {}
+    for task in ("check the racking in zone B of the warehouse", "check the racking in zone D of the warehouse"):
+        ids = rt.tokenizer.encode(task, rt.config.max_task_tokens)
+        got, used[task.split()[5]] = rt.memory.read(rt._encode_ids(ids), ids)
+        with torch.no_grad():
+            t_ids, t_mask = model._tokens([task], model.config.max_task_tokens)
+            z_q = model.memory_encoding(t_ids, t_mask)[0]
+        ref = mem.read_fact(z_q.double(), ids).numpy()
+        np.testing.assert_allclose(got, ref, atol=1e-3 * max(1.0, np.abs(ref).max()))
+    rel = {f.fact_id: f.relevance for f in rt.memory._mem.read_with_facts(
+        got.astype(np.float64), query_tokens=ids)[1]}
+    assert rel["zone_b"] < 0.01 < 0.5 < rel["drone"]
+    assert "zone_b" in used["B"] and "zone_b" not in used["D"]
+    # a restart replays the stored facts with their tokens: the same scoped read
+    restarted = BitGenRuntime.load(exported.directory, memory_path=tmp_path / "facts.json")
+    again, _ = restarted.memory.read(restarted._encode_ids(ids), ids)
+    np.testing.assert_allclose(again, got, rtol=1e-6, atol=1e-7)
