@@ -80,6 +80,10 @@ class BitGenConfig:
     # all unspecific ("the drone is grounded") count for every task. Trained in stage 2 against
     # the episodes' `applies` labels (sft.scope_weight). False: every fact counts for every task.
     memory_scope: bool = False
+    # Recall read (memory_np module doc): every stored fact enters the read with its own
+    # encoding, times its scope, instead of times its address's similarity to the query's
+    # (which left some availability facts unread: a ~ 0 for tasks worded unlike them).
+    memory_recall: bool = False
     # --- vision -------------------------------------------------------------------------
     vision_kind: str = "efficientnet_lite0"
     n_image_tokens: int = 16

@@ -45,8 +45,9 @@ class EpisodicMemory(nn.Module):
     def __init__(self, slots: int, dim: int, prior_precision: float = 1e-3,
                  address_ridge: float = 1e-6, address_std: float = 0.1, seed: int = 0,
                  learn_prior_mean: bool = True, gate: float = 0.0, gate_threshold: float = 0.5,
-                 address_dims: int = 0):
+                 address_dims: int = 0, recall: bool = False):
         super().__init__()
+        self.recall = bool(recall)     # c_i = 1: every fact with its own encoding (memory_np doc)
         if prior_precision <= 0:
             raise ValueError("prior_precision must be > 0 so that C_0 = lam*I is invertible")
         if gate < 0:
@@ -136,7 +137,7 @@ class EpisodicMemory(nn.Module):
         the deployment read."""
         sol, a = self._episode_solve(w_query, w_facts)
         prior = self.prior_precision * (sol.transpose(1, 2) @ self.prior_mean.to(w_query.dtype)).squeeze(1)
-        g = (self.gate_fn(a) if self.gate > 0 else a) * present.to(a.dtype)
+        g = (torch.ones_like(a) if self.recall else self.gate_fn(a) if self.gate > 0 else a) * present.to(a.dtype)
         if scale is not None:
             g = g * scale.to(a.dtype)
         return prior + (g.unsqueeze(1) @ z_facts).squeeze(1), a
@@ -228,7 +229,7 @@ class EpisodicMemory(nn.Module):
         """Deployment read of one query (C,) or (Q, C) against the written facts."""
         w = torch.as_tensor(z, dtype=torch.float64) @ self._p64
         rel = self.relevance(query_tokens) if w.dim() == 1 else None
-        if (self.gate <= 0 and rel is None) or not self._facts:
+        if (self.gate <= 0 and not self.recall and rel is None) or not self._facts:
             return w @ self.state_memory
         zf = torch.stack([self._facts[i] for i in self.fact_ids])
         return self._gated(w, zf, zf @ self._p64, rel)[0]
@@ -240,7 +241,7 @@ class EpisodicMemory(nn.Module):
         sol = torch.linalg.solve(self.state_precision, torch.atleast_2d(w).T)    # (K, Q)
         a = (wf @ sol).T
         prior = self.prior_precision * sol.T @ self.prior_mean.detach().double()
-        c = self.gate_fn(a) if self.gate > 0 else a
+        c = torch.ones_like(a) if self.recall else self.gate_fn(a) if self.gate > 0 else a
         out = prior + (c if relevance is None else c * relevance) @ zf
         return (out[0], a[0]) if w.dim() == 1 else (out, a)
 
@@ -255,7 +256,7 @@ class EpisodicMemory(nn.Module):
         zf = torch.stack([self._facts[i] for i in ids])
         wf = zf @ self._p64
         rel = self.relevance(query_tokens)
-        if self.gate > 0 or rel is not None:
+        if self.gate > 0 or self.recall or rel is not None:
             out, weights = self._gated(w, zf, wf, rel)
         else:
             out = w @ self.state_memory
@@ -280,6 +281,7 @@ class EpisodicMemory(nn.Module):
             "prior_precision": np.array(self.prior_precision),
             "address_ridge": np.array(self.address_ridge),
             "gate": np.array(self.gate), "gate_threshold": np.array(self.gate_threshold),
+            "recall": np.array(self.recall),
             "memory": self.state_memory.numpy(), "precision": self.state_precision.numpy(),
             "fact_ids": np.array(ids, dtype=np.str_),
             "fact_z": (torch.stack([self._facts[i] for i in ids]).numpy() if ids
@@ -300,7 +302,7 @@ class EpisodicMemory(nn.Module):
         self.prior_mean.copy_(torch.from_numpy(mem.prior_mean))
         self.prior_precision, self.address_ridge = mem.prior_precision, mem.address_ridge
         self.gate, self.gate_threshold = mem.gate, mem.gate_threshold
-        self.specificity = mem.specificity
+        self.specificity, self.recall = mem.specificity, mem.recall
         self._refresh()
         self._keys64 = mem.keys  # keep the file's float64 keys: reads must match the file exactly
         self._p64 = torch.from_numpy(memory_np.addressing_matrix(mem.keys, mem.address_ridge))

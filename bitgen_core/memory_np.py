@@ -38,6 +38,11 @@ The math (shared with the torch twin `memory.EpisodicMemory`, tested to agree):
       z_r = lam w C^-1 M0 + sum_i r_i c_i z_i,   c_i = a_i (linear) or g(a_i) (gated),
   which is w M exactly when every r_i = 1. Facts written without tokens, and reads without
   query tokens, are unscoped (r = 1). Write/forget and the matrix are unchanged.
+- Recall read (optional, `recall`): c_i = 1, i.e. every stored fact enters with its own
+  encoding, z_r = lam w C^-1 M0 + sum_i r_i z_i (reading M at each fact's own address gives
+  z_i back): whether a fact counts is then the scope's decision alone, not the similarity
+  of the query's address to the fact's (an availability fact concerns every task, however
+  unlike it the task is worded).
 
 Capacity: up to min(K, C) facts with linearly independent addresses are recalled almost
 exactly (shrinkage lam / (lam + sigma_min(W)^2)); beyond that the memory superposes.
@@ -117,8 +122,9 @@ class EpisodicMemoryNP:
     def __init__(self, keys: np.ndarray, prior_mean: np.ndarray | None = None,
                  prior_precision: float = 1e-3, address_ridge: float = 1e-6,
                  gate: float = 0.0, gate_threshold: float = 0.5,
-                 specificity: np.ndarray | None = None):
+                 specificity: np.ndarray | None = None, recall: bool = False):
         self.keys = np.asarray(keys, dtype=np.float64)
+        self.recall = bool(recall)
         if specificity is not None:
             specificity = np.asarray(specificity, dtype=np.float64)
             if specificity.ndim != 1 or not np.all(np.isfinite(specificity)) or np.any(specificity < 0):
@@ -140,7 +146,7 @@ class EpisodicMemoryNP:
     def fresh(self) -> "EpisodicMemoryNP":
         """An empty memory with the same keys, prior and read (gate)."""
         return EpisodicMemoryNP(self.keys, self.prior_mean, self.prior_precision, self.address_ridge,
-                                self.gate, self.gate_threshold, self.specificity)
+                                self.gate, self.gate_threshold, self.specificity, self.recall)
 
     @classmethod
     def create(cls, slots: int, dim: int, seed: int = 0, **kw) -> "EpisodicMemoryNP":
@@ -224,7 +230,7 @@ class EpisodicMemoryNP:
         doc; the scope needs the query's token ids, so it applies to one query at a time)."""
         w = self.address(z)
         rel = self.relevance(query_tokens) if np.ndim(w) == 1 else None
-        if (self.gate <= 0 and rel is None) or not self._facts:
+        if (self.gate <= 0 and not self.recall and rel is None) or not self._facts:
             return w @ self.memory
         zf = self._fact_matrix()
         return self._gated(w, zf, self.address(zf), rel)[0]
@@ -240,7 +246,7 @@ class EpisodicMemoryNP:
         sol = np.linalg.solve(self.precision, np.atleast_2d(w).T)          # C^-1 w^T, (K, Q)
         a = (wf @ sol).T                                                    # (Q, N)
         prior = self.prior_precision * sol.T @ self.prior_mean              # lam w C^-1 M0
-        c = gate(a, self.gate, self.gate_threshold) if self.gate > 0 else a
+        c = np.ones_like(a) if self.recall else gate(a, self.gate, self.gate_threshold) if self.gate > 0 else a
         out = prior + (c if relevance is None else c * relevance) @ zf
         return (out[0], a[0]) if np.ndim(w) == 1 else (out, a)
 
@@ -258,7 +264,7 @@ class EpisodicMemoryNP:
         zf = self._fact_matrix()
         wf = self.address(zf)                                         # (N, K)
         rel = self.relevance(query_tokens)
-        if self.gate > 0 or rel is not None:
+        if self.gate > 0 or self.recall or rel is not None:
             out, weights = self._gated(w, zf, wf, rel)
         else:
             out = w @ self.memory
@@ -280,6 +286,7 @@ class EpisodicMemoryNP:
             "prior_precision": np.array(self.prior_precision),
             "address_ridge": np.array(self.address_ridge),
             "gate": np.array(self.gate), "gate_threshold": np.array(self.gate_threshold),
+            "recall": np.array(self.recall),
             "memory": self.memory, "precision": self.precision,
             "fact_ids": np.array(ids, dtype=np.str_),
             "fact_z": (np.stack([self._facts[i] for i in ids]) if ids
@@ -311,7 +318,8 @@ class EpisodicMemoryNP:
                   float(state["gate"]) if "gate" in state else 0.0,          # older files: linear read
                   float(state["gate_threshold"]) if "gate_threshold" in state else 0.5,
                   # older files and unscoped memories have no table
-                  state["specificity"] if "specificity" in state and np.size(state["specificity"]) else None)
+                  state["specificity"] if "specificity" in state and np.size(state["specificity"]) else None,
+                  bool(state["recall"]) if "recall" in state else False)
         ids, fz = [str(i) for i in state["fact_ids"]], np.asarray(state["fact_z"], np.float64)
         if len(ids) != len(fz) or len(set(ids)) != len(ids):
             raise ValueError("memory file corrupt: fact ids and encodings do not match")

@@ -116,7 +116,7 @@ class BitGenModel(Generation, nn.Module):
         # 3. episodic memory: pooled text -> z (C); a read -> n_memory_tokens prefix tokens
         self.memory = EpisodicMemory(cfg.n_memory_slots, cfg.memory_dim, gate=cfg.memory_gate,
                                      gate_threshold=cfg.memory_gate_threshold,
-                                     address_dims=cfg.memory_address_dims)
+                                     address_dims=cfg.memory_address_dims, recall=cfg.memory_recall)
         self.memory_key = BitLinear(cfg.d_model * (2 if cfg.memory_lexical else 1), cfg.memory_dim)
         # no input norm by default: the read's magnitude carries the facts' relevance (config)
         self.memory_prefix_proj = BitLinear(cfg.memory_dim, cfg.n_memory_tokens * cfg.d_model,
@@ -223,7 +223,7 @@ class BitGenModel(Generation, nn.Module):
         w_facts = mem.address(z_facts) * keep
         kl = mem.addressing_kl(w_facts, present)
         coef = mem.read_coefficients(mem.address(z_query), w_facts)
-        if mem.gate > 0 or scale is not None:   # decomposed read, addresses sampled as in a write
+        if mem.gate > 0 or mem.recall or scale is not None:   # decomposed read, sampled addresses
             z_read, _ = mem.read_gated(mem.address(z_query, self.training),
                                        mem.address(z_facts, self.training) * keep, z_facts, present, scale)
             return z_read, kl, coef

@@ -448,3 +448,24 @@ def test_scoped_writes_refuse_token_ids_outside_the_table():
     assert len(mem) == 0
     with pytest.raises(ValueError, match="specificity"):
         EpisodicMemoryNP(make_keys(K, C, 1), specificity=-np.ones(3))
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_the_recall_read_gives_every_fact_in_scope_its_own_encoding(kind, tmp_path):
+    """recall: z_r = lam w C^-1 M0 + sum_i r_i z_i (M0 = 0 here), whatever the query's
+    address; forgetting a fact takes exactly its encoding back out; save/load keeps it."""
+    mem = scoped(kind)
+    mem.recall = True
+    z = facts(3, seed=6)
+    mem.write(z[0], "flood", tokens=[5, 6])
+    mem.write(z[1], "drone", tokens=[1])
+    q = facts(1, seed=9)[0]                                   # unlike either fact
+    np.testing.assert_allclose(_scoped_read(mem, q, [5, 6, 1]), z[0] + z[1], atol=1e-9)
+    np.testing.assert_allclose(_scoped_read(mem, q, [5, 1]), np.exp(-3.0) * z[0] + z[1], atol=1e-9)
+    np.testing.assert_allclose(_scoped_read(mem, q, None), z[0] + z[1], atol=1e-9)   # unscoped
+    mem.forget("flood")
+    np.testing.assert_allclose(_scoped_read(mem, q, [5, 6, 1]), z[1], atol=1e-9)
+    (mem if kind == "numpy" else mem.to_numpy()).save(tmp_path / "r.npz")
+    back = EpisodicMemoryNP.load(tmp_path / "r.npz")
+    assert back.recall is True
+    np.testing.assert_allclose(back.read(q, [1]), z[1], atol=1e-9)

@@ -385,8 +385,9 @@ def test_training_read_reports_each_facts_coefficient_and_the_prefix_sees_its_ma
     assert linear.memory.gate == 0 and linear.new_memory().to_numpy().gate == 0
 
 
-def test_scoped_training_read_matches_the_deployment_read_and_the_numpy_scope(tok):
-    m = nano(tok, memory_scope=True, memory_gate=0.0).eval()
+@pytest.mark.parametrize("recall", [False, True])
+def test_scoped_training_read_matches_the_deployment_read_and_the_numpy_scope(tok, recall):
+    m = nano(tok, memory_scope=True, memory_gate=0.0, memory_recall=recall).eval()
     zone = tok.encode("zone b", 8)
     with torch.no_grad():
         m.memory_scope.offset[zone] = 8.0           # "zone", "b" say where (alpha ~5); the rest ~0.05
