@@ -6,7 +6,8 @@
 For every memory case the case's fact is written alone into a fresh runtime memory (as
 `bitgen memory add` does) and read with the task, its paraphrases and the unrelated tasks. The
 read is z_r = lam w C^-1 M0 + sum_i r_i c_i z_i with the fact's least-squares coefficient
-a = w C^-1 w_f^T, c = a (linear read) or c = g(a) = sigmoid(k (a - t)) (gated read), and r
+a = w C^-1 w_f^T, c = a (linear read), c = g(a) = sigmoid(k (a - t)) (gated read) or c = 1
+(recall read), and r
 the fact's scope for the query's tokens (1 for models without one). A selective read has a
 share r c near 1 for the task and its paraphrases and near 0 for unrelated tasks. Reports a,
 the scope and the share per query kind, overall and for availability / site facts. Torch-free.
@@ -46,7 +47,8 @@ def probe(rt: BitGenRuntime, cases: list[dict]) -> dict:
             ids = tokens(text)
             _, used = mem.read_with_facts(rt._encode_ids(ids), query_tokens=ids)
             a, r = used[0].weight, used[0].relevance
-            share = (float(gate(a, base.gate, base.gate_threshold)) if base.gate > 0 else a) * r
+            coef = 1.0 if base.recall else float(gate(a, base.gate, base.gate_threshold)) if base.gate > 0 else a
+            share = coef * r
             rows.append({"case": c["id"], "fact": kind, "query": qkind, "a": round(a, 4),
                          "scope": round(r, 4), "share": round(share, 4)})
     summary = {}
