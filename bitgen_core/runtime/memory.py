@@ -143,7 +143,9 @@ class RuntimeMemory:
         return MemoryResult(True, message, len(self._facts))
 
     def _fact_tokens(self, text: str) -> list[int] | None:
-        return None if self._tokens is None else self._tokens(text)
+        """The fact's token ids (computed before anything is persisted); a text with no tokens
+        is stored unscoped rather than refused after the store has it."""
+        return (self._tokens(text) or None) if self._tokens is not None else None
 
     def _write(self, key: str, text: str, z: np.ndarray, tokens: list[int] | None = None) -> str:
         existed = any(f.key == key for f in self._facts)
