@@ -219,10 +219,8 @@ class EpisodicMemory(nn.Module):
 
     def relevance(self, query_tokens) -> torch.Tensor | None:
         """Each fact's scope r_i for a query's token ids (memory_np.EpisodicMemoryNP.relevance)."""
-        if self.specificity is None or query_tokens is None or not self._tokens:
-            return None
-        return torch.tensor([memory_np.scope_relevance(self.specificity, self._tokens[i], query_tokens)
-                             if i in self._tokens else 1.0 for i in self.fact_ids], dtype=torch.float64)
+        rel = memory_np.scope_relevances(self.specificity, self._tokens, self.fact_ids, query_tokens)
+        return None if rel is None else torch.from_numpy(rel)
 
     @torch.no_grad()
     def read_fact(self, z, query_tokens=None) -> torch.Tensor:
@@ -271,10 +269,8 @@ class EpisodicMemory(nn.Module):
 
     def to_numpy(self) -> memory_np.EpisodicMemoryNP:
         ids = self.fact_ids
-        scoped = memory_np.EpisodicMemoryNP(self._keys64, specificity=self.specificity)
-        scoped._tokens = dict(self._tokens)
         return memory_np.EpisodicMemoryNP.from_state({
-            **scoped._scope_state(ids),
+            **memory_np.scope_state(self.specificity, self._tokens, ids),
             "format_version": np.array(memory_np.FORMAT_VERSION),
             "keys": self._keys64,
             "prior_mean": self.prior_mean.detach().double().numpy(),

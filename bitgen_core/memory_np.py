@@ -29,7 +29,7 @@ The math (shared with the torch twin `memory.EpisodicMemory`, tested to agree):
   read above. Write/forget and the stored state are unchanged; only the read differs.
 
 - Scope (optional, a per-token specificity table alpha over the vocabulary, learned with the
-  model: `BitGenModel.token_specificity`): a fact written with its token ids t_1..t_n enters
+  model: `memory.TokenSpecificity`, `BitGenModel.memory_scope`): a fact written with its token ids t_1..t_n enters
   the read of a query with token ids Q scaled by its relevance
       r_i = exp(-sum_j alpha[t_j] [t_j not in Q]),
   so a fact that names a place ("zone B of the warehouse is flooded": alpha high on "zone",
@@ -94,9 +94,31 @@ def gate(a: np.ndarray, sharpness: float, threshold: float) -> np.ndarray:
 
 def scope_relevance(specificity: np.ndarray, fact_tokens, query_tokens) -> float:
     """r = exp(-sum over the fact's tokens missing from the query of their specificity)."""
-    q = set(int(t) for t in query_tokens)
+    q = query_tokens if isinstance(query_tokens, (set, frozenset)) else {int(t) for t in query_tokens}
     missing = [int(t) for t in fact_tokens if int(t) not in q]
     return float(np.exp(-np.asarray(specificity, np.float64)[missing].sum())) if missing else 1.0
+
+
+def scope_relevances(specificity: np.ndarray | None, tokens: dict, fact_ids, query_tokens) -> np.ndarray | None:
+    """Each fact's scope r_i (N,) in `fact_ids` order (1 for facts written without tokens);
+    None when the read is unscoped (no table, no query tokens, no fact written with tokens).
+    Shared by `EpisodicMemoryNP` and its torch twin."""
+    if specificity is None or query_tokens is None or not tokens:
+        return None
+    q = {int(t) for t in query_tokens}
+    return np.array([scope_relevance(specificity, tokens[i], q) if i in tokens else 1.0 for i in fact_ids])
+
+
+def scope_state(specificity: np.ndarray | None, tokens: dict, fact_ids) -> dict[str, np.ndarray]:
+    """The saved form of the scope: the table and each fact's token ids, concatenated, with
+    their counts (-1: written unscoped). {} for an unscoped memory (older files have none)."""
+    if specificity is None and not tokens:
+        return {}
+    toks = [tokens.get(i) for i in fact_ids]
+    return {"specificity": specificity if specificity is not None else np.zeros(0),
+            "fact_token_counts": np.array([-1 if t is None else t.size for t in toks], np.int64),
+            "fact_tokens": (np.concatenate([t for t in toks if t is not None])
+                            if any(t is not None for t in toks) else np.zeros(0, np.int64))}
 
 
 def least_squares_memory(keys, prior_mean, prior_precision, address_ridge, z) -> np.ndarray:
@@ -220,10 +242,7 @@ class EpisodicMemoryNP:
     def relevance(self, query_tokens) -> np.ndarray | None:
         """Each stored fact's scope r_i (N,) for a query's token ids, in `fact_ids` order; None
         when the read is unscoped (no table, no query tokens, or no fact written with tokens)."""
-        if self.specificity is None or query_tokens is None or not self._tokens:
-            return None
-        return np.array([scope_relevance(self.specificity, self._tokens[i], query_tokens)
-                         if i in self._tokens else 1.0 for i in self.fact_ids])
+        return scope_relevances(self.specificity, self._tokens, self.fact_ids, query_tokens)
 
     def read(self, z: np.ndarray, query_tokens=None) -> np.ndarray:
         """z_r for one query (C,) or a batch (Q, C): w M, or the gated / scoped read (module
@@ -291,18 +310,8 @@ class EpisodicMemoryNP:
             "fact_ids": np.array(ids, dtype=np.str_),
             "fact_z": (np.stack([self._facts[i] for i in ids]) if ids
                        else np.zeros((0, self.dim))),
-            **self._scope_state(ids),
+            **scope_state(self.specificity, self._tokens, ids),
         }
-
-    def _scope_state(self, ids) -> dict[str, np.ndarray]:
-        """The specificity table and each fact's token ids (count -1: written unscoped)."""
-        if self.specificity is None and not self._tokens:
-            return {}
-        toks = [self._tokens.get(i) for i in ids]
-        return {"specificity": (self.specificity if self.specificity is not None else np.zeros(0)),
-                "fact_token_counts": np.array([-1 if t is None else t.size for t in toks], np.int64),
-                "fact_tokens": (np.concatenate([t for t in toks if t is not None])
-                                if any(t is not None for t in toks) else np.zeros(0, np.int64))}
 
     def save(self, path) -> None:
         with open(path, "wb") as f:
