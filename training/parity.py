@@ -57,7 +57,7 @@ def measure(model, rt, inputs: list[dict], traces: int = 0) -> dict:
     import torch
 
     from training.evaluate import load_image
-    rows, same_trace, n_trace = [], 0, 0
+    rows, same_trace, n_trace, trace_diffs = [], 0, 0, []
     stored: list[tuple[str, str]] | None = None
     mem = None
     for i, x in enumerate(sorted(inputs, key=lambda x: json.dumps(x["facts"]))):
@@ -84,6 +84,8 @@ def measure(model, rt, inputs: list[dict], traces: int = 0) -> dict:
         if n_trace < traces:
             n_trace += 1
             same_trace += ref["reasoning"] == sel.reasoning
+            if ref["reasoning"] != sel.reasoning:
+                trace_diffs.append({"id": x["id"], "torch": ref["reasoning"], "runtime": sel.reasoning})
     diffs = np.array([r["max_prob_diff"] for r in rows])
     agree = sum(r["top1_torch"] == r["top1_runtime"] for r in rows)
     return {"n": len(rows), "with_image": sum(r["image"] for r in rows),
@@ -92,7 +94,7 @@ def measure(model, rt, inputs: list[dict], traces: int = 0) -> dict:
             "max_prob_diff": float(diffs.max()) if len(diffs) else float("nan"),
             "p99_prob_diff": float(np.percentile(diffs, 99)) if len(diffs) else float("nan"),
             "median_prob_diff": float(np.median(diffs)) if len(diffs) else float("nan"),
-            "traces_compared": n_trace, "traces_identical": same_trace,
+            "traces_compared": n_trace, "traces_identical": same_trace, "trace_differences": trace_diffs,
             "worst": sorted(rows, key=lambda r: -r["max_prob_diff"])[:5],
             "disagreements": [r for r in rows if r["top1_torch"] != r["top1_runtime"]]}
 
@@ -137,6 +139,8 @@ def main(argv=None) -> int:
     print(f"info  traces identical: {r['traces_identical']}/{r['traces_compared']}")
     for d in r["disagreements"]:
         print(f"info  top-1 differs on {d['id']}: torch {d['torch']}, runtime {d['runtime']}")
+    for d in r["trace_differences"]:
+        print(f"info  trace differs on {d['id']}:\n      torch   {d['torch']!r}\n      runtime {d['runtime']!r}")
     if a.out_json:
         Path(a.out_json).write_text(json.dumps(r, indent=1) + "\n")
     return 0 if r["pass"] else 1

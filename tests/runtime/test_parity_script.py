@@ -49,6 +49,7 @@ def test_the_export_of_a_checkpoint_agrees_with_it(exported, tmp_path, monkeypat
     assert r["n"] == 8 and r["with_image"] == 2 and r["with_facts"] == 3
     assert r["top1_agreement"] == 1.0 and r["max_prob_diff"] <= 0.02 and r["disagreements"] == []
     assert r["traces_compared"] == 3 and r["traces_identical"] >= 2
+    assert len(r["trace_differences"]) == 3 - r["traces_identical"]
     assert rc == 1 and r["pass"] is False     # only 8 inputs: the bar asks for >= 200
 
 
@@ -64,7 +65,7 @@ def test_another_models_directory_fails_parity(exported, tmp_path):
     dev, mem = _dev(tmp_path)
     out = tmp_path / "parity.json"
     parity.main(["--checkpoint", str(ckpt), "--model-dir", str(exported.directory), "--dev", str(dev),
-                 "--memory-cases", str(mem), "--traces", "0", "--out-json", str(out)])
+                 "--memory-cases", str(mem), "--traces", "2", "--out-json", str(out)])
     r = json.loads(out.read_text())
     assert r["max_prob_diff"] > 0.02
     # each input whose top-1 differs is listed with both sides' probabilities of both robots
@@ -72,3 +73,7 @@ def test_another_models_directory_fails_parity(exported, tmp_path):
     for d in r["disagreements"]:
         pair = {d["top1_torch"], d["top1_runtime"]}
         assert len(pair) == 2 and set(d["torch"]) == set(d["runtime"]) == pair
+    # each compared trace that differs is listed with both sides' text
+    assert r["traces_compared"] == 2 and len(r["trace_differences"]) == 2 - r["traces_identical"] > 0
+    for d in r["trace_differences"]:
+        assert d["torch"] != d["runtime"] and isinstance(d["runtime"], str)
