@@ -264,13 +264,36 @@ def minilm_embeddings(texts: list[str], cache_dir: Path, threads: int = 1) -> np
     return np.stack([table[k] for k in keys]).astype(np.float32) if keys else np.zeros((0, 384), np.float32)
 
 
-def minilm_table(cache_dir: Path) -> dict[str, np.ndarray]:
-    """The cached teacher embeddings by text hash (read-only; empty when nothing is cached)."""
+def minilm_table(cache_dir: Path, keys: set[str] | None = None) -> dict[str, np.ndarray]:
+    """The cached teacher embeddings by text hash (read-only; empty when nothing is cached),
+    only those of `keys` when given. The cache holds every text any run on this machine
+    distilled, so a consumer that takes the whole table trains on this machine's history."""
     path = cache_dir / TEACHER_FILE
     if not path.exists():
         return {}
     z = np.load(path)
-    return dict(zip(z["keys"].tolist(), z["emb"]))
+    return {k: e for k, e in zip(z["keys"].tolist(), z["emb"]) if keys is None or k in keys}
+
+
+# Stage 1 writes the hashes of the texts it distilled beside its checkpoint; stage 2 distils
+# its task records towards the teacher only for those (a fresh clone's cache holds exactly
+# them). Taking the whole cache instead made stage 2 depend on which other stage-1 runs had
+# filled it: a re-run of v6.1 with the same code, data and seeds diverged from step 20.
+TEACHER_KEYS_FILE = "teacher_keys.txt"
+
+
+def write_teacher_keys(out_dir: Path, texts: list[str]) -> Path:
+    path = out_dir / TEACHER_KEYS_FILE
+    atomic_write_bytes(path, "".join(f"{k}\n" for k in sorted({text_key(t) for t in texts})).encode())
+    return path
+
+
+def read_teacher_keys(checkpoint: Path | None) -> set[str] | None:
+    """The teacher keys stage 1 wrote beside `checkpoint`, or None when there are none."""
+    path = None if checkpoint is None else checkpoint.parent / TEACHER_KEYS_FILE
+    if path is None or not path.exists():
+        return None
+    return {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
 
 
 def text_key(text: str) -> str:

@@ -18,7 +18,8 @@ Losses, per step (weights in the config):
   encoding (Larimar's reconstruction objective) plus the addressing KL.
 Reports image->text and text->image R@1/R@5 on held-out pairs. Captions are COCO-style JSON
 (the generator's captions.json, or any real caption file). Frozen vision features are cached.
-Writes OUT/model.pt (stage 2's init), OUT/state.pt (resume), OUT/metrics.jsonl, OUT/summary.json.
+Writes OUT/model.pt (stage 2's init), OUT/state.pt (resume), OUT/metrics.jsonl, OUT/summary.json,
+and OUT/teacher_keys.txt (the hashes of the distilled texts: stage 2's teacher set).
 """
 from __future__ import annotations
 
@@ -149,6 +150,9 @@ def main(argv=None) -> dict:
     tasks, facts = distill_corpus(cfg, catalog, seed)
     texts = tasks + facts + sorted(set(cap_id)) + catalog.texts()
     teacher = torch.from_numpy(C.minilm_embeddings(texts, C.resolve(dcfg["text_cache"]), int(cfg.get("threads", 1))))
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        C.write_teacher_keys(out, texts)       # stage 2 distils towards exactly these
     if d.main:
         print(f"stage1: {len(pairs)} pairs ({n_held} held out), {len(feats)} images, {len(texts)} distillation "
               f"texts, {len(facts)} facts", file=sys.stderr)

@@ -408,7 +408,14 @@ def main(argv=None) -> dict:
             eval_recs[name] = load_split(p, catalog, int(dcfg.get("max_eval", 0)) if name != "dev" else 0, seed)
     feats = gather_features(model, [train_recs, *eval_recs.values()], cfg, d)
     trace_tokens = int(cfg.get("trace_tokens", 31))
-    teacher = C.minilm_table(C.resolve(dcfg["text_cache"])) if dcfg.get("text_cache") else {}
+    teacher = {}
+    if dcfg.get("text_cache"):
+        keys = C.read_teacher_keys(init)
+        if keys is None and d.main:
+            print("stage2: warning: no teacher_keys.txt beside the init checkpoint; distilling towards "
+                  "every cached teacher text, so the result depends on what else filled the cache",
+                  file=sys.stderr)
+        teacher = C.minilm_table(C.resolve(dcfg["text_cache"]), keys)
     train = TaskBatches(train_recs, model, feats, trace_tokens, int(tcfg.get("max_facts", 4)), teacher,
                         bool(tcfg.get("relevance_availability", True)))
     evals = {k: TaskBatches(v, model, feats, trace_tokens) for k, v in eval_recs.items()}

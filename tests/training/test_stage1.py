@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from bitgen_core.data.generate import write_corpus
 from bitgen_core.model import BitGenModel
 from training import stage1
-from training.common import REPO, TEACHER_FILE
+from training.common import REPO, TEACHER_FILE, minilm_table, read_teacher_keys
 
 torch.set_num_threads(1)
 SMOKE = str(REPO / "training" / "configs" / "smoke.yaml")
@@ -51,6 +51,10 @@ def test_smoke_run_logs_every_loss_and_retrieval_then_resumes(corpus, tmp_path):
     assert state["step"] == 2 and "heads" in state["modules"]
     # teacher embeddings were cached per text: the resumed run reads them back
     assert (corpus / "tcache" / TEACHER_FILE).exists()
+    # ... and the texts it distilled are listed for stage 2, every one of them in the cache
+    keys = read_teacher_keys(tmp_path / "model.pt")
+    assert keys and len(keys) <= summary["distill_texts"]
+    assert keys <= set(minilm_table(corpus / "tcache"))
     stage1.main(["--resume", *args(corpus, tmp_path, "stage1.steps=4", "stage1.ckpt_every=2")])
     log = rows(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in log] == [2, 4]

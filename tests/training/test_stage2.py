@@ -246,3 +246,26 @@ def test_stage2_turns_the_scope_on_over_an_init_checkpoint_and_trains_it(corpus,
     assert model.memory_scope.offset.abs().max() > 0
     logged = [r for r in rows(second / "metrics.jsonl") if r.get("phase") == "sft"]
     assert logged and all(r["scope"] > 0 for r in logged)
+
+
+def test_stage2_distils_only_towards_the_texts_its_stage1_distilled(corpus, tmp_path, capsys):
+    """The teacher cache holds every text any run distilled; stage 2 takes only the keys its
+    init's stage 1 wrote (teacher_keys.txt), so another run's texts in the cache change
+    nothing. Without the file it takes the whole cache and says so."""
+    from training.common import TEACHER_KEYS_FILE, read_teacher_keys, write_teacher_keys
+    fast = ("sft.steps=1", "grpo.steps=0", "model.vision_options=null", "model.overrides={vision_kind: none}")
+    init = tmp_path / "init"
+    stage2.main(overrides(corpus, init, *fast))
+    assert "every cached teacher text" in capsys.readouterr().err
+    recs = [json.loads(line) for line in (corpus / "train.jsonl").read_text().splitlines()]
+    cached = {json.loads(line)["task"] for line in (corpus / "train.jsonl").read_text().splitlines()[:40]}
+    mine = sorted(cached)[:5]
+    write_teacher_keys(init, mine + ["a text stage 1 distilled that is not a task"])
+    assert read_teacher_keys(init / "model.pt") == {text_key(t) for t in mine} | {
+        text_key("a text stage 1 distilled that is not a task")}
+    assert (init / TEACHER_KEYS_FILE).read_text().count("\n") == 6
+    stage2.main(overrides(corpus, tmp_path / "b", *fast, f"init={init}/model.pt"))
+    err = capsys.readouterr().err
+    want = sum(r["task"] in mine for r in recs)
+    assert want > 0 and f"stage2: {want} records with a MiniLM teacher embedding" in err
+    assert "every cached teacher text" not in err
