@@ -57,7 +57,7 @@ def measure(model, rt, inputs: list[dict], traces: int = 0) -> dict:
     import torch
 
     from training.evaluate import load_image
-    rows, same_trace, n_trace, trace_diffs = [], 0, 0, []
+    rows, n_trace, trace_diffs = [], 0, []
     stored: list[tuple[str, str]] | None = None
     mem = None
     for i, x in enumerate(sorted(inputs, key=lambda x: json.dumps(x["facts"]))):
@@ -83,7 +83,6 @@ def measure(model, rt, inputs: list[dict], traces: int = 0) -> dict:
                      "torch": {k: ref["probabilities"][k] for k in pair}, "runtime": {k: got[k] for k in pair}})
         if n_trace < traces:
             n_trace += 1
-            same_trace += ref["reasoning"] == sel.reasoning
             if ref["reasoning"] != sel.reasoning:
                 trace_diffs.append({"id": x["id"], "torch": ref["reasoning"], "runtime": sel.reasoning})
     diffs = np.array([r["max_prob_diff"] for r in rows])
@@ -94,7 +93,7 @@ def measure(model, rt, inputs: list[dict], traces: int = 0) -> dict:
             "max_prob_diff": float(diffs.max()) if len(diffs) else float("nan"),
             "p99_prob_diff": float(np.percentile(diffs, 99)) if len(diffs) else float("nan"),
             "median_prob_diff": float(np.median(diffs)) if len(diffs) else float("nan"),
-            "traces_compared": n_trace, "traces_identical": same_trace, "trace_differences": trace_diffs,
+            "traces_compared": n_trace, "traces_identical": n_trace - len(trace_diffs), "trace_differences": trace_diffs,
             "worst": sorted(rows, key=lambda r: -r["max_prob_diff"])[:5],
             "disagreements": [r for r in rows if r["top1_torch"] != r["top1_runtime"]]}
 

@@ -153,7 +153,6 @@ def main(argv=None) -> dict:
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
         C.write_teacher_keys(out, texts)       # stage 2 distils towards exactly these
-    if d.main:
         print(f"stage1: {len(pairs)} pairs ({n_held} held out), {len(feats)} images, {len(texts)} distillation "
               f"texts, {len(facts)} facts", file=sys.stderr)
 
