@@ -280,8 +280,23 @@ def eval_sets(model, sets: dict[str, TaskBatches]) -> dict:
 
 
 # --- SFT ------------------------------------------------------------------------------------
+def make_ema(model, tcfg: dict):
+    """An exponential moving average of the SFT weights (`sft.ema_decay` > 0), or None.
+
+    torch's AveragedModel with its EMA update: a shadow copy that never feeds back into
+    training, so the trajectory (and the raw final weights) are the same with it on or off.
+    Buffers follow the live model."""
+    decay = float(tcfg.get("ema_decay", 0) or 0)
+    if decay <= 0:
+        return None
+    if decay >= 1:
+        raise SystemExit(f"stage2: sft.ema_decay must be in [0, 1), got {decay}")
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+
+
 def sft(model, head, train: TaskBatches, tcfg: dict, out: Path, d: C.Dist, log: C.MetricsLog, start_step: int,
-        optimizer, evals: dict, seed: int) -> None:
+        optimizer, evals: dict, seed: int, ema=None) -> None:
     steps, bs = int(tcfg["steps"]), int(tcfg["batch_size"])
     params = [p for g in optimizer.param_groups for p in g["params"]]
     sampler = DistributedSampler(range(len(train)), num_replicas=d.world, rank=d.rank, shuffle=True, seed=seed)
@@ -350,6 +365,8 @@ def sft(model, head, train: TaskBatches, tcfg: dict, out: Path, d: C.Dist, log: 
             C.average_gradients(params, d)
             torch.nn.utils.clip_grad_norm_(params, float(tcfg["grad_clip"]))
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             bar.update(1)
             for key, v in (("loss", loss), ("bce", sel), ("lm", lm), ("distill", dist_loss), ("ponder", o["ponder_cost"]),
@@ -371,7 +388,7 @@ def sft(model, head, train: TaskBatches, tcfg: dict, out: Path, d: C.Dist, log: 
             timeout = max_s and log.elapsed > max_s
             if d.main and (step % int(tcfg["ckpt_every"]) == 0 or step == steps or timeout):
                 C.save_state(out / "state.pt", model=model, optimizer=optimizer, step=step, phase="sft",
-                             log=log, extra_modules={"distill_head": head})
+                             log=log, extra_modules={"distill_head": head, **({"ema": ema} if ema is not None else {})})
             if timeout:
                 print(f"stage2: SFT stopped at step {step} by max_minutes", file=sys.stderr)
                 steps = step
@@ -430,9 +447,11 @@ def main(argv=None) -> dict:
                        "fixed_lr": float(tcfg.get("scope_lr", tcfg["lr"]))})
     opt = torch.optim.AdamW(groups, lr=float(tcfg["lr"]))
     start, phase, elapsed, cpu = 0, "sft", 0.0, 0.0
-    if args.resume and (out / "state.pt").exists():
-        st = C.load_state(out / "state.pt", model=model, optimizer=opt if _phase(out) == "sft" else None,
-                          extra_modules={"distill_head": head})
+    resume_phase = _phase(out) if args.resume and (out / "state.pt").exists() else None
+    ema = make_ema(model, tcfg) if resume_phase in (None, "sft") else None
+    if resume_phase is not None:
+        st = C.load_state(out / "state.pt", model=model, optimizer=opt if resume_phase == "sft" else None,
+                          extra_modules={"distill_head": head, **({"ema": ema} if ema is not None else {})})
         start, phase, elapsed, cpu = st["step"], st["phase"], st["elapsed_s"], st.get("cpu_s", 0.0)
         if d.main:
             print(f"stage2: resuming {phase} at step {start}", file=sys.stderr)
@@ -443,7 +462,11 @@ def main(argv=None) -> dict:
               f"{len(feats)} images), params {model.param_count()['total']:,}", file=sys.stderr)
     t_sft = time.perf_counter()
     if phase == "sft":
-        sft(model, head, train, tcfg, out, d, log, start, opt, evals, seed)
+        sft(model, head, train, tcfg, out, d, log, start, opt, evals, seed, ema)
+        if ema is not None:     # the averaged weights go on (GRPO, model.pt); the last iterate is kept
+            if d.main:
+                model.save(out / "sft_last.pt")
+            model.load_state_dict(ema.module.state_dict())
         if d.main:
             model.save(out / "sft.pt")
         start = 0

@@ -269,3 +269,30 @@ def test_stage2_distils_only_towards_the_texts_its_stage1_distilled(corpus, tmp_
     want = sum(r["task"] in mine for r in recs)
     assert want > 0 and f"stage2: {want} records with a MiniLM teacher embedding" in err
     assert "every cached teacher text" not in err
+
+
+def test_ema_is_a_shadow_average_that_ships_and_resumes(corpus, tmp_path):
+    fast = ("sft.steps=4", "grpo.steps=0", "model.vision_options=null", "model.overrides={vision_kind: none}")
+    plain, ema, part = tmp_path / "plain", tmp_path / "ema", tmp_path / "part"
+    stage2.main(overrides(corpus, plain, *fast))
+    stage2.main(overrides(corpus, ema, *fast, "sft.ema_decay=0.5"))
+    sd = lambda p: BitGenModel.load(p).state_dict()
+    last, shipped, no_ema = sd(ema / "sft_last.pt"), sd(ema / "model.pt"), sd(plain / "model.pt")
+    # the average never feeds back: the last iterate is the run without it, bit for bit
+    assert all(torch.equal(last[k], no_ema[k]) for k in no_ema)
+    # what ships is the average: trained weights differ from the last iterate, frozen ones do not
+    moved = [k for k in last if last[k].is_floating_point() and not torch.equal(last[k], shipped[k])]
+    assert "selector.task_proj.weight" in moved and "memory_key.weight" in moved
+    frozen = sorted(set(range(last["embed.weight"].shape[0]))
+                    - set(BitGenModel.load(ema / "model.pt").tokenizer.special_ids))
+    assert torch.equal(last["embed.weight"][frozen], shipped["embed.weight"][frozen])
+    a = [r for r in rows(plain / "metrics.jsonl") if r["phase"] == "sft"]
+    b = [r for r in rows(ema / "metrics.jsonl") if r["phase"] == "sft"]
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]
+    # resume: the averaged weights after an interruption equal those of the uninterrupted run
+    stage2.main(overrides(corpus, part, *fast, "sft.ema_decay=0.5", "sft.max_minutes=1e-9"))
+    stage2.main(["--resume", *overrides(corpus, part, *fast, "sft.ema_decay=0.5")])
+    resumed = sd(part / "model.pt")
+    assert all(torch.allclose(resumed[k], shipped[k], atol=1e-6) for k in shipped)
+    with pytest.raises(SystemExit, match="ema_decay"):
+        stage2.main(overrides(corpus, tmp_path / "bad", *fast, "sft.ema_decay=1.0"))
