@@ -141,14 +141,35 @@ class TaskBatches:
                     target[i, j], labelled[i, j] = float(f["applies"]), True
         return target, labelled
 
-    def batch(self, idx: list[int], use_images: bool = True) -> dict:
+    def batch(self, idx: list[int], use_images: bool = True, token_dropout: float = 0.0,
+              rng: np.random.Generator | None = None) -> dict:
         recs = [self.records[i] for i in idx]
         ids, mask = self.tokens([r["task"] for r in recs], self.cfg.max_task_tokens)
+        if token_dropout > 0:
+            ids, mask = drop_tokens(ids, mask, token_dropout, rng, [not r["facts"] for r in recs],
+                                    self.tok.pad_id)
         it, im = self.images(recs, use_images)
         return dict(task_ids=ids, task_mask=mask, image_tokens=it, image_mask=im, memory=self.facts(recs),
                     relevance=self.relevance(recs),
                     targets=self.targets[idx], traces=[self.traces[i] for i in idx], records=recs,
                     teacher=self.teacher[idx], has_teacher=self.has_teacher[idx])
+
+
+def drop_tokens(ids: torch.Tensor, mask: torch.Tensor, p: float, rng: np.random.Generator,
+                rows: list[bool], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token dropout (`sft.token_dropout`): in the chosen rows each task token is deleted with
+    probability p (one always stays) and the row is packed again, right-padded, as the layout
+    needs. Rows with memory facts are left whole: their facts' scope labels name task words."""
+    ids, mask = ids.clone(), mask.clone()
+    for i in (i for i, on in enumerate(rows) if on):
+        n = int(mask[i].sum())
+        keep = rng.random(n) >= p
+        if not keep.any():
+            keep[rng.integers(n)] = True
+        kept = ids[i, :n][torch.from_numpy(keep)]
+        ids[i], mask[i] = pad_id, 0
+        ids[i, :len(kept)], mask[i, :len(kept)] = kept, 1
+    return ids, mask
 
 
 def forward(model, b: dict, rows: list[int] | None = None, with_trace: bool = False) -> dict:
@@ -312,6 +333,9 @@ def sft(model, head, train: TaskBatches, tcfg: dict, out: Path, d: C.Dist, log: 
     scope_bs = int(tcfg.get("scope_batch", 0) or 0)
     bar = C.progress(steps, "stage2 sft", d, initial=start_step)
     max_s = float(tcfg.get("max_minutes", 0) or 0) * 60
+    drop = float(tcfg.get("token_dropout", 0) or 0)
+    if not 0 <= drop < 1:
+        raise SystemExit(f"stage2: sft.token_dropout must be in [0, 1), got {drop}")
     acc: dict[str, list] = {}
     step = start_step
     while step < steps:
@@ -322,7 +346,8 @@ def sft(model, head, train: TaskBatches, tcfg: dict, out: Path, d: C.Dist, log: 
             if step >= steps:
                 break
             C.set_lr(optimizer, C.cosine_lr(step, steps, int(tcfg["warmup"]), float(tcfg["lr"])))
-            b = train.batch(order[k * bs:(k + 1) * bs])
+            b = train.batch(order[k * bs:(k + 1) * bs], token_dropout=drop,
+                            rng=np.random.default_rng([seed, d.rank, step]) if drop else None)
             o = forward(model, b)
             sel = model.selector.loss(o["robot_logits"], b["targets"])
             loss = sel + model.config.ponder_weight * o["ponder_cost"] + float(tcfg["kl_weight"]) * o["memory_kl"]

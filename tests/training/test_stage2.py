@@ -296,3 +296,33 @@ def test_ema_is_a_shadow_average_that_ships_and_resumes(corpus, tmp_path):
     assert all(torch.allclose(resumed[k], shipped[k], atol=1e-6) for k in shipped)
     with pytest.raises(SystemExit, match="ema_decay"):
         stage2.main(overrides(corpus, tmp_path / "bad", *fast, "sft.ema_decay=1.0"))
+
+
+def test_token_dropout_deletes_words_of_fact_free_rows_and_keeps_them_packed():
+    ids = torch.tensor([[5, 6, 7, 8, 9, 1, 1], [5, 6, 7, 8, 9, 10, 11], [5, 6, 1, 1, 1, 1, 1]])
+    mask = (ids != 1).long()
+    rng = np.random.default_rng(0)
+    out, m = stage2.drop_tokens(ids, mask, 0.5, rng, [True, False, True], pad_id=1)
+    assert torch.equal(out[1], ids[1]) and torch.equal(m[1], mask[1])     # a row with facts: whole
+    for i in (0, 2):
+        n = int(m[i].sum())
+        assert 1 <= n <= int(mask[i].sum())
+        assert torch.equal(m[i], (torch.arange(7) < n).long())              # packed, right-padded
+        kept = out[i, :n].tolist()
+        assert kept == [t for t in ids[i].tolist() if t in kept]            # order kept, a subsequence
+        assert (out[i, n:] == 1).all()
+    many = [stage2.drop_tokens(ids, mask, 0.5, rng, [True] * 3, pad_id=1)[1][1].sum() for _ in range(200)]
+    assert 2.5 < float(torch.stack(many).float().mean()) < 4.5             # about half of 7 survive
+    ones = stage2.drop_tokens(ids, mask, 0.99, rng, [True] * 3, pad_id=1)[1]
+    assert (ones.sum(1) >= 1).all()                                         # never an empty task
+
+
+def test_token_dropout_changes_training_only_where_asked(corpus, tmp_path):
+    fast = ("sft.steps=2", "grpo.steps=0", "model.vision_options=null", "model.overrides={vision_kind: none}")
+    stage2.main(overrides(corpus, tmp_path / "a", *fast))
+    stage2.main(overrides(corpus, tmp_path / "b", *fast, "sft.token_dropout=0.3"))
+    la = [r["bce"] for r in rows(tmp_path / "a" / "metrics.jsonl") if r["phase"] == "sft"]
+    lb = [r["bce"] for r in rows(tmp_path / "b" / "metrics.jsonl") if r["phase"] == "sft"]
+    assert la != lb
+    with pytest.raises(SystemExit, match="token_dropout"):
+        stage2.main(overrides(corpus, tmp_path / "c", *fast, "sft.token_dropout=1"))
