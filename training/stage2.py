@@ -91,6 +91,9 @@ class TaskBatches:
         self.tok, self.cfg, self.catalog = model.tokenizer, model.config, model.catalog
         self.max_facts = max_facts
         self.targets = torch.tensor([self.catalog.multi_hot(r["robots"]) for r in records])
+        # the rationale's capable list (every robot that can do the job here, gold first):
+        # what the rules would fall back on; records without a rationale add nothing
+        self.capable = torch.tensor([self.catalog.multi_hot(capable_robots(r)) for r in records])
         self.traces = [compact_trace(r.get("rationale"), self.tok, trace_tokens, self.catalog) for r in records]
         # MiniLM embeddings of the task texts stage 1 distilled on (rows without one: zeros)
         rows = [(teacher or {}).get(C.text_key(r["task"])) for r in records]
@@ -151,8 +154,28 @@ class TaskBatches:
         it, im = self.images(recs, use_images)
         return dict(task_ids=ids, task_mask=mask, image_tokens=it, image_mask=im, memory=self.facts(recs),
                     relevance=self.relevance(recs),
-                    targets=self.targets[idx], traces=[self.traces[i] for i in idx], records=recs,
+                    targets=self.targets[idx], capable=self.capable[idx], traces=[self.traces[i] for i in idx], records=recs,
                     teacher=self.teacher[idx], has_teacher=self.has_teacher[idx])
+
+
+def capable_robots(record: dict) -> list[str]:
+    """The gold robots plus the rationale's capable ones (rules.RuleBook.capable)."""
+    parsed = parse_rationale(record["rationale"]) if record.get("rationale") else None
+    return list(dict.fromkeys(record["robots"] + (parsed["capable"] if parsed else [])))
+
+
+def rank_loss(logits: torch.Tensor, targets: torch.Tensor, capable: torch.Tensor) -> torch.Tensor:
+    """Pairwise logistic loss that puts every capable robot the rules did not select above
+    every robot that cannot do the task (`sft.rank_weight`). The BCE alone pushes both to 0 and
+    leaves their order arbitrary, yet that order is the answer when a memory fact takes the
+    selected robot out. Mean over all (capable, incapable) pairs of the batch; 0 if none."""
+    alt = (capable > 0) & (targets <= 0)                      # (B, R)
+    out = capable <= 0
+    pairs = alt[:, :, None] & out[:, None, :]                 # (B, alt, out)
+    if not bool(pairs.any()):
+        return logits.sum() * 0.0
+    diff = logits[:, None, :] - logits[:, :, None]            # [b, a, o] = logit_o - logit_a
+    return F.softplus(diff[pairs]).mean()
 
 
 def drop_tokens(ids: torch.Tensor, mask: torch.Tensor, p: float, rng: np.random.Generator,
@@ -333,6 +356,7 @@ def sft(model, head, train: TaskBatches, tcfg: dict, out: Path, d: C.Dist, log: 
     scope_bs = int(tcfg.get("scope_batch", 0) or 0)
     bar = C.progress(steps, "stage2 sft", d, initial=start_step)
     max_s = float(tcfg.get("max_minutes", 0) or 0) * 60
+    rank_w = float(tcfg.get("rank_weight", 0) or 0)
     drop = float(tcfg.get("token_dropout", 0) or 0)
     if not 0 <= drop < 1:
         raise SystemExit(f"stage2: sft.token_dropout must be in [0, 1), got {drop}")
@@ -350,7 +374,8 @@ def sft(model, head, train: TaskBatches, tcfg: dict, out: Path, d: C.Dist, log: 
                             rng=np.random.default_rng([seed, d.rank, step]) if drop else None)
             o = forward(model, b)
             sel = model.selector.loss(o["robot_logits"], b["targets"])
-            loss = sel + model.config.ponder_weight * o["ponder_cost"] + float(tcfg["kl_weight"]) * o["memory_kl"]
+            rank = rank_loss(o["robot_logits"], b["targets"], b["capable"]) if rank_w > 0 else torch.zeros(())
+            loss = sel + rank_w * rank + model.config.ponder_weight * o["ponder_cost"] + float(tcfg["kl_weight"]) * o["memory_kl"]
             rel, rel_stats = relevance_loss(o["memory_coef"], b["relevance"], model.memory.gate,
                                             model.memory.gate_threshold)
             if rel_rows:     # a batch of memory-episode records for the read's relevance alone
@@ -394,7 +419,7 @@ def sft(model, head, train: TaskBatches, tcfg: dict, out: Path, d: C.Dist, log: 
                 ema.update_parameters(model)
             step += 1
             bar.update(1)
-            for key, v in (("loss", loss), ("bce", sel), ("lm", lm), ("distill", dist_loss), ("ponder", o["ponder_cost"]),
+            for key, v in (("loss", loss), ("bce", sel), ("rank", rank), ("lm", lm), ("distill", dist_loss), ("ponder", o["ponder_cost"]),
                            ("memory_kl", o["memory_kl"]), ("steps", o["steps"].mean()), ("relevance", rel),
                            ("scope", scope)):
                 acc.setdefault(key, []).append(float(v.detach()))

@@ -326,3 +326,42 @@ def test_token_dropout_changes_training_only_where_asked(corpus, tmp_path):
     assert la != lb
     with pytest.raises(SystemExit, match="token_dropout"):
         stage2.main(overrides(corpus, tmp_path / "c", *fast, "sft.token_dropout=1"))
+
+
+def test_rank_loss_orders_capable_fallbacks_above_robots_that_cannot_do_the_job():
+    # robots: 0 gold, 1 capable but not selected, 2 and 3 incapable
+    targets = torch.tensor([[1.0, 0, 0, 0]])
+    capable = torch.tensor([[1.0, 1, 0, 0]])
+    good = torch.tensor([[5.0, -2, -6, -7]], requires_grad=True)
+    bad = torch.tensor([[5.0, -6, -2, -7]], requires_grad=True)
+    lg, lb = stage2.rank_loss(good, targets, capable), stage2.rank_loss(bad, targets, capable)
+    assert lg < lb
+    # exactly the two pairs (1 over 2, 1 over 3), and the gold robot takes no part
+    assert lb.item() == pytest.approx(float(torch.nn.functional.softplus(torch.tensor([4.0, -1.0])).mean()))
+    lb.backward()
+    assert bad.grad[0, 0] == 0 and bad.grad[0, 1] < 0 and bad.grad[0, 2] > 0
+    # nothing to order (every robot capable, or none beyond the gold): zero, and still differentiable
+    assert stage2.rank_loss(good, targets, torch.ones(1, 4)).item() == 0
+    assert stage2.rank_loss(good, targets, targets).requires_grad
+
+
+def test_capable_robots_come_from_the_rationale_after_the_gold_set(corpus):
+    recs = [json.loads(line) for line in (corpus / "train.jsonl").read_text().splitlines()]
+    with_alt = 0
+    for r in recs:
+        cap = stage2.capable_robots(r)
+        assert cap[:len(r["robots"])] == r["robots"]
+        assert set(cap) >= set(parse_rationale(r["rationale"])["capable"])
+        with_alt += len(cap) > len(r["robots"])
+    assert with_alt > len(recs) // 4
+    assert stage2.capable_robots({"robots": ["drone"], "rationale": None}) == ["drone"]
+
+
+def test_rank_weight_adds_the_rank_loss_to_training(corpus, tmp_path):
+    fast = ("sft.steps=2", "grpo.steps=0", "model.vision_options=null", "model.overrides={vision_kind: none}")
+    stage2.main(overrides(corpus, tmp_path / "off", *fast))
+    stage2.main(overrides(corpus, tmp_path / "on", *fast, "sft.rank_weight=0.5"))
+    off = [r for r in rows(tmp_path / "off" / "metrics.jsonl") if r["phase"] == "sft"][-1]
+    on = [r for r in rows(tmp_path / "on" / "metrics.jsonl") if r["phase"] == "sft"][-1]
+    assert off["rank"] == 0 and on["rank"] > 0
+    assert on["loss"] > off["loss"] and on["bce"] == pytest.approx(off["bce"], rel=0.2)
