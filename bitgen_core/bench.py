@@ -212,8 +212,8 @@ def child_torch(checkpoint: str | None, model: str | None, iterations: int) -> d
         task, image = TASKS[i % len(TASKS)], images[i % len(images)]
         with torch.no_grad():
             t = time.perf_counter()
-            state, cache, image_tokens = net.start(task, image)
-            net.select_head(state, net.robot_embeddings())
+            state, cache, image_tokens, fact = net.start(task, image)
+            net.select_head(state, net.robot_embeddings(), fact)
             net._collect(state, cache, image_tokens, FIXED_TRACE, stop_at_eos=False)
             dt = time.perf_counter() - t
             if checkpoint:
@@ -239,7 +239,7 @@ def bench_fixed(rt, iterations: int) -> dict:
         for i in range(iterations + 2):
             t = time.perf_counter()
             prompt = rt._start(TASKS[i % len(TASKS)], images[i % len(images)], {})
-            rt._s["selector"].run(["probabilities"], {"state": prompt.state, "robot_emb": rt.robot_embeddings})
+            rt._s["selector"].run(["probabilities"], rt._selector_feeds(prompt))
             for _ in rt._decode(prompt.state, rt._stepper(prompt), FIXED_TRACE, ignore_eos=True):
                 pass
             if i >= 2:

@@ -84,6 +84,13 @@ class BitGenConfig:
     # encoding, times its scope, instead of times its address's similarity to the query's
     # (which left some availability facts unread: a ~ 0 for tasks worded unlike them).
     memory_recall: bool = False
+    # Fact-to-robot term of the selector (selector.py): the facts' part of the memory read,
+    # z_read minus the read of an empty memory, projected into the robot-embedding space and
+    # scored against each robot's embedding, added to that robot's logit. An availability fact
+    # ("the robot dog is broken") can then act on the robot its words describe, and on no
+    # other; the prefix path alone learned a fixed substitute (legged out -> humanoid, also for
+    # tasks the legged robot had no part in). Zero with no facts, and zero at init (a gate).
+    memory_robot: bool = False
     # --- vision -------------------------------------------------------------------------
     vision_kind: str = "efficientnet_lite0"
     n_image_tokens: int = 16

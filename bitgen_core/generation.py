@@ -35,26 +35,28 @@ class Generation:
 
     @torch.no_grad()
     def start(self, task: str, image: np.ndarray | None = None, memory: EpisodicMemory | None = None):
-        """Prefill one task into a fresh sink cache -> (state at [SEP] (1, d), cache, image tokens)."""
+        """Prefill one task into a fresh sink cache -> (state at [SEP] (1, d), cache, image tokens,
+        the facts' part of the memory read for the selector (None without memory_robot or memory))."""
         cfg = self.config
         if not isinstance(task, str) or not task.strip():
             raise InputError("task is empty: give the robot a task in words")
         ids, mask = self._tokens([task], cfg.max_task_tokens)
         image_tokens = self.encode_image(self.preprocess_image(image)) if image is not None else None
-        z_read, _ = self.read_memory(self.memory_encoding(ids, mask), memory,
-                                     [self.tokenizer.encode(task, cfg.max_task_tokens)])
+        z_query = self.memory_encoding(ids, mask)
+        z_read, _ = self.read_memory(z_query, memory, [self.tokenizer.encode(task, cfg.max_task_tokens)])
         prompt = torch.tensor([self.prompt_ids(task)], device=ids.device)
         h, k, v = self.prefill(prompt, z_read, image_tokens)
         cache = SinkKVCache(cfg.n_sink, cfg.window)
         cache.append(k, v)
-        return h[:, -1], cache, image_tokens
+        fact = self.fact_part(z_query, z_read) if memory is not None else None
+        return h[:, -1], cache, image_tokens, fact
 
     @torch.no_grad()
     def select(self, task: str, image: np.ndarray | None = None, memory: EpisodicMemory | None = None,
                top_k: int = 3, trace_tokens: int = 0) -> dict:
         """Evaluate one task: all robots ranked with confidences, the top k, optionally a trace."""
-        sep_state, cache, image_tokens = self.start(task, image, memory)
-        logits, r = self.select_head(sep_state, self.robot_embeddings())
+        sep_state, cache, image_tokens, fact = self.start(task, image, memory)
+        logits, r = self.select_head(sep_state, self.robot_embeddings(), fact)
         probs = torch.sigmoid(logits)[0]
         order, conf = self.selector.topk(probs, len(self.catalog))
         keys = [self.catalog.keys[i] for i in order.tolist()]
@@ -142,7 +144,7 @@ class Generation:
         mask (G, T) (1 up to and including the first [EOS]), texts (G strings) and
         cache_sizes (cache length after each step). `on_token(piece)` receives row 0's text
         pieces as they are generated. `chosen`: force the "selected:" clause (iter_trace)."""
-        sep_state, cache, image_tokens = self.start(task, image, memory)
+        sep_state, cache, image_tokens, _ = self.start(task, image, memory)
         if num_samples > 1:   # the group shares the prompt: replicate its prefill
             sep_state = sep_state.expand(num_samples, -1)
             cache.k, cache.v = (t.expand(-1, num_samples, -1, -1, -1).contiguous() for t in (cache.k, cache.v))

@@ -254,6 +254,11 @@ class EpisodicMemoryNP:
         zf = self._fact_matrix()
         return self._gated(w, zf, self.address(zf), rel)[0]
 
+    def prior_read(self, z: np.ndarray) -> np.ndarray:
+        """The read of this memory with nothing written (w M0): `read` returns exactly this
+        while the memory is empty."""
+        return self.address(z) @ self.prior_mean
+
     def _fact_matrix(self) -> np.ndarray:
         return np.stack([self._facts[i] for i in self.fact_ids])
 

@@ -128,7 +128,8 @@ class BitGenModel(Generation, nn.Module):
         # 5. reasoning and selection
         self.reasoner = TinyR1Reasoner(cfg.d_model, cfg.reasoning_max_steps, cfg.halting_eps,
                                        cfg.halting_bias_init)
-        self.selector = RobotSelector(cfg.d_model, cfg.robot_embed_dim, cfg.selector_scale_init)
+        self.selector = RobotSelector(cfg.d_model, cfg.robot_embed_dim, cfg.selector_scale_init,
+                                      fact_dim=cfg.memory_dim if cfg.memory_robot else 0)
         # 6. trace head: tied to the embedding unless configured otherwise
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -285,10 +286,18 @@ class BitGenModel(Generation, nn.Module):
         return self.lm_head(h), k, v
 
     # ------------------------------------------------------------------ 4. reasoning + selector
-    def select_head(self, sep_state: torch.Tensor, robot_emb: torch.Tensor):
-        """(B, d) state at [SEP] x (R, D) robot embeddings -> (logits (B, R), reasoning output)."""
+    def select_head(self, sep_state: torch.Tensor, robot_emb: torch.Tensor, fact: torch.Tensor | None = None):
+        """(B, d) state at [SEP] x (R, D) robot embeddings -> (logits (B, R), reasoning output);
+        `fact` (B, C): the facts' part of the memory read (`fact_part`), for config.memory_robot."""
         r = self.reasoner(sep_state)
-        return self.selector(r.state, robot_emb), r
+        return self.selector(r.state, robot_emb, fact), r
+
+    def fact_part(self, z_query: torch.Tensor, z_read: torch.Tensor) -> torch.Tensor | None:
+        """The facts' part of a memory read: z_read minus what an empty memory returns for the
+        same query (None without config.memory_robot). Zero when nothing is written."""
+        if self.selector.fact_proj is None:
+            return None
+        return z_read - self.read_memory(z_query.detach(), None)[0].to(z_read.dtype)
 
     def robot_embeddings(self, catalog: RobotCatalog | None = None) -> torch.Tensor:
         """(R, D) embeddings of the catalog descriptions, encoded by the model's own encoder.
@@ -355,15 +364,20 @@ class BitGenModel(Generation, nn.Module):
                 memory_scope = self.fact_scope(memory, task_ids, task_mask)
                 scale = torch.exp(-memory_scope).detach()
             z_read, memory_kl, memory_coef = self.read_episodes(z_query, memory, scale)
+            fact = self.fact_part(z_query, z_read)
+            if fact is not None:    # rows without facts: exactly none (the read samples addresses)
+                fact = fact * memory.mask.any(-1).any(-1, keepdim=True).to(fact.dtype)
         else:
             rows = None
             if isinstance(memory, EpisodicMemory) and memory.specificity is not None:
                 rows = [i[m.bool()].tolist() for i, m in zip(task_ids, task_mask)]   # each row's tokens
             z_read, memory_kl = self.read_memory(z_query, memory, rows)
+            fact = self.fact_part(z_query, z_read) if memory is not None else None
         ids, sep_pos, trace_pos, tgt = self.layout(task_ids, task_mask, trace_ids, trace_mask)
         h, _, _ = self.prefill(ids, z_read, image_tokens, image_mask)
         sep_state = h[torch.arange(h.shape[0], device=h.device), sep_pos]
-        logits, r = self.select_head(sep_state, robot_emb if robot_emb is not None else self.robot_embeddings())
+        logits, r = self.select_head(sep_state, robot_emb if robot_emb is not None else self.robot_embeddings(),
+                                     fact)
         out = dict(robot_logits=logits, ponder_cost=r.ponder_cost, steps=r.steps, state=r.state,
                    sep_state=sep_state, memory_kl=memory_kl, z_query=z_query, z_read=z_read,
                    memory_coef=memory_coef, memory_scope=memory_scope)
@@ -437,7 +451,9 @@ class BitGenModel(Generation, nn.Module):
                 raise
             raise ModelLoadError(f"{path} does not fit the overridden config {overrides}: "
                                  f"{str(e).splitlines()[-1].strip()}") from None
-        if unexpected or any(not k.startswith("memory_scope.") for k in missing):
+        # modules an override may add: the scope, the selector's fact term
+        added = ("memory_scope.", "selector.fact_proj.", "selector.fact_gate")
+        if unexpected or any(not k.startswith(added) for k in missing):
             raise ModelLoadError(f"{path} does not fit the overridden config {overrides}: missing "
                                  f"{missing[:3]}, unexpected {unexpected[:3]}")
         model.memory.reset()   # the deployment state starts from the loaded prior

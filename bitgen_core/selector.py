@@ -6,6 +6,8 @@ text encoder (`BitGenModel.encode_text`), then projected here:
     e_r   = robot_proj(pooled_text(description_r))          (R, D)
     q     = task_proj(task_state)                            (B, D)
     logit = scale * cos(q, e_r) + prior(e_r) + bias          (B, R)
+          (+ tanh(g) * <fact_proj(f), e_r / |e_r|>  with the facts' part f of the memory read,
+           config.memory_robot; g starts at 0)
 
 - Multi-label: a task may need one to three robots, so each robot gets its own sigmoid and
   BCE loss; probabilities do not sum to 1 and adding a robot never changes another's score.
@@ -29,7 +31,7 @@ from bitgen_core.quant import BitLinear
 
 class RobotSelector(nn.Module):
     def __init__(self, d_model: int, embed_dim: int = 64, scale_init: float = 10.0,
-                 max_scale: float = 100.0):
+                 max_scale: float = 100.0, fact_dim: int = 0):
         super().__init__()
         self.embed_dim = embed_dim
         self.task_proj = BitLinear(d_model, embed_dim)
@@ -38,18 +40,26 @@ class RobotSelector(nn.Module):
         self.bias = nn.Parameter(torch.zeros(()))
         self.log_scale = nn.Parameter(torch.tensor(math.log(scale_init)))
         self.max_log_scale = math.log(max_scale)
+        # no input norm: a fact the read barely takes in must stay a small term
+        self.fact_proj = BitLinear(fact_dim, embed_dim, norm=False) if fact_dim else None
+        self.fact_gate = nn.Parameter(torch.zeros(())) if fact_dim else None
 
     def robot_embeddings(self, description_states: torch.Tensor) -> torch.Tensor:
         """(R, d) pooled description encodings -> (R, D) robot embeddings."""
         return self.robot_proj(description_states)
 
-    def forward(self, task_state: torch.Tensor, robot_emb: torch.Tensor) -> torch.Tensor:
-        """(B, d) task states x (R, D) robot embeddings -> (B, R) logits."""
+    def forward(self, task_state: torch.Tensor, robot_emb: torch.Tensor,
+                fact: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, d) task states x (R, D) robot embeddings -> (B, R) logits; `fact` (B, C) is the
+        facts' part of the memory read (used when the selector has a fact term)."""
         q = F.normalize(self.task_proj(task_state), dim=-1)
         e = F.normalize(robot_emb, dim=-1)
         scale = self.log_scale.clamp(max=self.max_log_scale).exp()
         prior = self.prior(robot_emb).squeeze(-1)               # (R,)
-        return scale * (q @ e.t()) + prior + self.bias
+        logits = scale * (q @ e.t()) + prior + self.bias
+        if self.fact_proj is not None and fact is not None:
+            logits = logits + torch.tanh(self.fact_gate) * (self.fact_proj(fact) @ e.t())
+        return logits
 
     @staticmethod
     def probabilities(logits: torch.Tensor) -> torch.Tensor:

@@ -142,9 +142,11 @@ class SelectorGraph(nn.Module):
             cum = cum + torch.where(running, p, torch.zeros_like(p))
         return x + rs.out(weighted), steps
 
-    def forward(self, sep_state, robot_emb):
+    def forward(self, sep_state, robot_emb, fact=None):
+        """`fact` (B, C): the facts' part of the memory read, an input only of models with the
+        selector's fact term (config memory_robot)."""
         state, steps = self.reason(sep_state)
-        logits = self.m.selector(state, robot_emb)
+        logits = self.m.selector(state, robot_emb, fact)
         return torch.sigmoid(logits), logits, steps
 
 
@@ -435,10 +437,12 @@ def _write_directory(model, d: Path, model_id: str | None, robot_emb: np.ndarray
         ["state"], ["candidates"], {"state": {0: "batch"}, "candidates": {0: "batch"}},
         ternary_graph=False)   # int8 (not ternary) weights, stored once, in the graph
     r = len(model.catalog)
-    add("selector", SelectorGraph(model), (torch.zeros(1, dm), torch.randn(r, cfg.robot_embed_dim)),
-        ["state", "robot_emb"], ["probabilities", "logits", "steps"],
+    fact = model.selector.fact_proj is not None
+    add("selector", SelectorGraph(model), (torch.zeros(1, dm), torch.randn(r, cfg.robot_embed_dim))
+        + ((torch.randn(1, cfg.memory_dim),) if fact else ()),
+        ["state", "robot_emb"] + (["fact"] if fact else []), ["probabilities", "logits", "steps"],
         {"state": {0: "batch"}, "robot_emb": {0: "robots"}, "probabilities": {0: "batch", 1: "robots"},
-         "logits": {0: "batch", 1: "robots"}, "steps": {0: "batch"}})
+         "logits": {0: "batch", 1: "robots"}, "steps": {0: "batch"}, **({"fact": {0: "batch"}} if fact else {})})
 
     # 4. catalog, its precomputed robot embeddings, tokenizer, empty trained memory
     model.catalog.save(d / "catalog.yaml")

@@ -91,12 +91,14 @@ class Selection:
 @dataclass
 class _Prompt:
     """A prefilled task: state at [SEP] (1, d), its sink cache, the image as the ONNX graphs
-    take it (feeds) and as the numpy decoder binds it (image_kv), the memory facts used."""
+    take it (feeds) and as the numpy decoder binds it (image_kv), the memory facts used and
+    the facts' part of the read (z_read minus an empty memory's read, for the selector)."""
     state: np.ndarray
     cache: SinkKVCache
     feeds: dict
     image_kv: dict | None
     keys: list[str]
+    fact: np.ndarray | None = None
 
 
 def _rows(table: np.ndarray):
@@ -174,6 +176,8 @@ class BitGenRuntime:
         self._blas_threads = BlasThreads(files.sessions["head"].get_session_options().intra_op_num_threads
                                          if "head" in files.sessions else 1)
         self._clause = SelectionClause(self.tokenizer, self.catalog)
+        # exports with the selector's fact term (config memory_robot) take the facts' read part
+        self._selector_fact = "fact" in {i.name for i in files.sessions["selector"].get_inputs()}
         self._grammar, self._grammar_rows = self._trace_grammar(trace_grammar)
         self._drafter = RuleDraft.for_catalog(self.tokenizer, self.catalog) if trace_grammar and trace_draft else None
         self.memory = RuntimeMemory(files.memory, self.encode_fact, memory_path, limits=limits,
@@ -261,7 +265,9 @@ class BitGenRuntime:
         t = time.perf_counter()
         self.memory.sync()
         ids = self.tokenizer.encode(task, cfg.max_task_tokens)
-        z_read, keys = self.memory.read(self._encode_ids(ids), ids)
+        z = self._encode_ids(ids)
+        z_read, keys = self.memory.read(z, ids)
+        fact = (z_read - self.memory.prior_read(z))[None] if self._selector_fact else None
         lat["memory"] = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
         prompt = [self._sink] + [self._pad] * cfg.n_memory_tokens + ids + [self._sep]
@@ -277,7 +283,13 @@ class BitGenRuntime:
                                                         "z_read": z_read[None].astype(np.float32), **img})
             cache.append(k, v)
         lat["prefill"] = (time.perf_counter() - t) * 1e3
-        return _Prompt(state, cache, img, image_kv, keys)
+        return _Prompt(state, cache, img, image_kv, keys, fact)
+
+    def _selector_feeds(self, prompt: "_Prompt") -> dict:
+        feeds = {"state": prompt.state, "robot_emb": self.robot_embeddings}
+        if self._selector_fact:
+            feeds["fact"] = prompt.fact
+        return feeds
 
     def _next_token(self, state: np.ndarray, allowed: tuple[int, ...] | None = None) -> int:
         """Greedy pick: int8 head shortlist (head.onnx), exact float32 re-score of the shortlist.
@@ -384,8 +396,7 @@ class BitGenRuntime:
         prompt = self._start(task, image, lat)
         state, keys = prompt.state, prompt.keys
         t = time.perf_counter()
-        probs = self._s["selector"].run(["probabilities"], {"state": state,
-                                                            "robot_emb": self.robot_embeddings})[0][0]
+        probs = self._s["selector"].run(["probabilities"], self._selector_feeds(prompt))[0][0]
         order = np.argsort(-probs, kind="stable")
         lat["select"] = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()

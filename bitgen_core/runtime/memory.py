@@ -216,5 +216,11 @@ class RuntimeMemory:
                                                    query_tokens=query_tokens, min_relevance=0.5)
         return out.astype(np.float32), [f.fact_id for f in facts]
 
+    def prior_read(self, z: np.ndarray) -> np.ndarray:
+        """What an empty memory returns for a query encoding (float32 (C,)): `read` minus this is
+        the facts' part of the read, zero when nothing is written."""
+        with self._lock:
+            return self._mem.prior_read(np.asarray(z, np.float64)).astype(np.float32)
+
 
 __all__ = ["MemoryResult", "RuntimeMemory", "Fact", "StoreCorruptError"]

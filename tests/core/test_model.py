@@ -187,7 +187,7 @@ def test_decode_steps_equal_teacher_forcing(tok):
     trace = ref["ids"]
     with torch.no_grad():
         # low level: prefill + decode steps vs. one causal pass over the whole sequence
-        sep_state, cache, img = model.start(task, image)
+        sep_state, cache, img, _ = model.start(task, image)
         step_logits = [model.lm_head(sep_state)]
         for t in range(trace.shape[1] - 1):
             logits, k, v = model.decode_step(trace[:, t:t + 1], cache.k, cache.v, img)
@@ -424,3 +424,21 @@ def test_a_checkpoint_loads_with_config_overrides_that_only_add_modules(tmp_path
         torch.testing.assert_close(scoped(ids, mask)["robot_logits"], m(ids, mask)["robot_logits"])
     with pytest.raises(ModelLoadError, match="overridden config"):
         BitGenModel.load(tmp_path / "base.pt", overrides={"memory_lexical": True})
+
+
+def test_the_fact_term_starts_closed_and_counts_only_rows_with_facts():
+    from bitgen_core.model import FactEpisodes
+    torch.manual_seed(0)
+    model = BitGenModel(BitGenConfig.preset("nano", vision_kind="none", memory_robot=True), pretrained=False).eval()
+    assert model.selector.fact_gate.item() == 0 and model.selector.fact_proj is not None
+    ids, mask = model._tokens(["inspect the roof", "carry the crate up the stairs"], 16)
+    fids, fmask = model._tokens(["the drone is grounded", ""], 8)
+    facts = FactEpisodes(fids.view(2, 1, -1), fmask.view(2, 1, -1))   # row 1 has no fact
+    with torch.no_grad():
+        closed = model(ids, mask, memory=facts)["robot_logits"]
+        model.selector.fact_gate.fill_(2.0)
+        opened = model(ids, mask, memory=facts)["robot_logits"]
+    assert (opened[0] - closed[0]).abs().max() > 1e-4      # a row with a fact: the term acts
+    assert torch.equal(opened[1], closed[1])                # a row without: exactly nothing
+    plain = BitGenModel(BitGenConfig.preset("nano", vision_kind="none"), pretrained=False)
+    assert plain.selector.fact_proj is None and plain.fact_part(torch.zeros(1, 4), torch.zeros(1, 4)) is None

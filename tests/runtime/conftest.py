@@ -30,13 +30,15 @@ def _export(root: Path) -> ExportedModel:
     torch.set_num_threads(1)
     torch.manual_seed(1234)
     model = BitGenModel(BitGenConfig.preset("nano", vision_kind="ternary_student", memory_lexical=True,
-                                            memory_address_dims=32, memory_scope=True), pretrained=False).eval()
+                                            memory_address_dims=32, memory_scope=True, memory_robot=True),
+                        pretrained=False).eval()
     with torch.no_grad():   # a visible gate, so the image actually changes the answer
         for block in model.blocks:
             if block.xattn is not None:
                 block.xattn.gate.fill_(0.8)
         # a visible scope: "zone" and "b" name a place (specificity ~5), other words ~0.05
         model.memory_scope.offset[model.tokenizer.encode("zone b", 8)] = 8.0
+        model.selector.fact_gate.fill_(1.0)   # the selector's fact term (memory_robot) at work
     ckpt = root / "nano.pt"
     model.save(ckpt)
     export_model(model, root / "model", model_id="test-nano")

@@ -151,3 +151,30 @@ def test_exported_scope_reads_like_the_torch_model_and_reports_facts_in_scope(ex
     restarted = BitGenRuntime.load(exported.directory, memory_path=tmp_path / "facts.json")
     again, _ = restarted.memory.read(restarted._encode_ids(ids), ids)
     np.testing.assert_allclose(again, got, rtol=1e-6, atol=1e-7)
+
+
+def test_the_selectors_fact_term_reads_the_facts_part_of_the_memory_like_the_torch_model(exported):
+    """config.memory_robot: the selector graph takes z_read minus an empty memory's read. It is
+    exactly zero with nothing written, moves the selection once a fact is in, and is the torch
+    model's own `fact_part` (the fixture's nano model has the term, gate 1)."""
+    import torch
+
+    from bitgen_core.model import BitGenModel
+    rt = BitGenRuntime.load(exported.directory)
+    assert rt._selector_fact
+    empty = rt._start(TASK, None, {})
+    assert empty.fact is not None and not empty.fact.any()
+    assert rt.memory.write("drone", "the drone is grounded for maintenance").success
+    prompt = rt._start(TASK, None, {})
+    assert np.abs(prompt.fact).max() > 1e-3
+    with_fact = rt._s["selector"].run(["logits"], rt._selector_feeds(prompt))[0]
+    zeroed = rt._s["selector"].run(["logits"], {**rt._selector_feeds(prompt), "fact": np.zeros_like(prompt.fact)})[0]
+    assert np.abs(with_fact - zeroed).max() > 1e-3          # the term is part of the answer
+    model = BitGenModel.load(exported.checkpoint).eval()
+    mem = model.new_memory()
+    model.write_fact(mem, "drone", "the drone is grounded for maintenance")
+    with torch.no_grad():
+        _, _, _, fact = model.start(TASK, None, mem)
+        _, _, _, none = model.start(TASK, None, None)
+    assert none is None
+    np.testing.assert_allclose(fact.numpy(), prompt.fact, atol=1e-4)

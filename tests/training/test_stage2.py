@@ -365,3 +365,16 @@ def test_rank_weight_adds_the_rank_loss_to_training(corpus, tmp_path):
     on = [r for r in rows(tmp_path / "on" / "metrics.jsonl") if r["phase"] == "sft"][-1]
     assert off["rank"] == 0 and on["rank"] > 0
     assert on["loss"] > off["loss"] and on["bce"] == pytest.approx(off["bce"], rel=0.2)
+
+
+def test_stage2_adds_the_selectors_fact_term_over_an_init_checkpoint_and_trains_it(corpus, tmp_path):
+    """`init_overrides: {memory_robot: true}` on a checkpoint without it: the term starts closed
+    (gate 0) and training opens it; the saved model has it."""
+    fast = ("sft.steps=3", "grpo.steps=0", "model.vision_options=null")
+    first, second = tmp_path / "a", tmp_path / "b"
+    stage2.main(overrides(corpus, first, *fast, "model.overrides={vision_kind: none}"))
+    stage2.main(overrides(corpus, second, *fast, f"init={first}/model.pt",
+                          "init_overrides={memory_scope: true, memory_robot: true}"))
+    model = BitGenModel.load(second / "model.pt")
+    assert model.config.memory_robot and model.selector.fact_proj is not None
+    assert model.selector.fact_gate.item() != 0
