@@ -4,7 +4,9 @@
     torchrun --nproc_per_node 2 training/stage2.py ...           (DDP, gloo on CPU)
 
 SFT, per batch of task records (docs/ARCHITECTURE.md "Data records"):
-- selection: BCE of the sigmoid per robot against the gold multi-hot set;
+- selection: BCE of the sigmoid per robot against the gold multi-hot set, and (`rank_weight`)
+  a pairwise loss that puts the rationale's capable-but-unselected robots above those that
+  cannot do the task, so the ranking below the selection is the rules' fallback order;
 - memory: each record's `facts` are written one-shot into its own episode memory before the
   task is read (`FactEpisodes`), so the model learns to use facts written at run time (the
   generator's memory episodes hold the same task with and without its fact, a paraphrase, and
