@@ -41,8 +41,8 @@ demo: build
 	@bash -c '. scripts/setup/env.sh && exec python -m bitgen_ros.demo $(DEMO_ARGS)'
 
 # --- train / model (owned by training: stage1.py, stage2.py, configs/, models/default) -------
-# The default pipeline: it trains the shipped models/default (bitgen-tiny-77ac320f7f1a, v6.1r;
-# models/default/MODEL_CARD.md, reports/ship_v6_1); stage 1 + 2 took 44.7 min on 2 cores.
+# The default pipeline: it trains the shipped models/default (bitgen-tiny-19366bce5646, v8;
+# models/default/MODEL_CARD.md, reports/ship_v8); stage 1 + 2 took 45.2 min on 2 cores.
 # `make model` exports over models/default and keeps its MODEL_CARD.md (update the card).
 #   make train-data   generate the corpora (seeded: identical bytes on every machine)
 #   make train        stage 1 + stage 2 with the default configs (training/configs/*.yaml)
