@@ -95,7 +95,7 @@ class TaskBatches:
         self.targets = torch.tensor([self.catalog.multi_hot(r["robots"]) for r in records])
         # the rationale's capable list (every robot that can do the job here, gold first):
         # what the rules would fall back on; records without a rationale add nothing
-        self.capable = torch.tensor([self.catalog.multi_hot(capable_robots(r)) for r in records])
+        self.capable = torch.tensor([self.catalog.multi_hot(capable_robots(r, self.catalog)) for r in records])
         self.traces = [compact_trace(r.get("rationale"), self.tok, trace_tokens, self.catalog) for r in records]
         # MiniLM embeddings of the task texts stage 1 distilled on (rows without one: zeros)
         rows = [(teacher or {}).get(C.text_key(r["task"])) for r in records]
@@ -160,9 +160,10 @@ class TaskBatches:
                     teacher=self.teacher[idx], has_teacher=self.has_teacher[idx])
 
 
-def capable_robots(record: dict) -> list[str]:
-    """The gold robots plus the rationale's capable ones (rules.RuleBook.capable)."""
-    parsed = parse_rationale(record["rationale"]) if record.get("rationale") else None
+def capable_robots(record: dict, catalog=None) -> list[str]:
+    """The gold robots plus the rationale's capable ones (rules.RuleBook.capable), named in
+    `catalog` (the model's; None: the default fleet), as `compact_trace` parses them."""
+    parsed = parse_rationale(record["rationale"], catalog) if record.get("rationale") else None
     return list(dict.fromkeys(record["robots"] + (parsed["capable"] if parsed else [])))
 
 

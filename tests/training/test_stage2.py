@@ -355,6 +355,12 @@ def test_capable_robots_come_from_the_rationale_after_the_gold_set(corpus):
         with_alt += len(cap) > len(r["robots"])
     assert with_alt > len(recs) // 4
     assert stage2.capable_robots({"robots": ["drone"], "rationale": None}) == ["drone"]
+    # a fleet with a sixth robot: its rationale is read in that fleet's catalog
+    from bitgen_core.catalog import Robot, RobotCatalog
+    fleet = RobotCatalog.load().with_robot(Robot(key="boat", name="Surface Vessel", description="An autonomous boat."))
+    rec = {"robots": ["drone"], "rationale": "environment: on the lake → open water surface; "
+                                             "needs: patrol → Drone, Surface Vessel; selected: Drone"}
+    assert stage2.capable_robots(rec, fleet) == ["drone", "boat"]
 
 
 def test_rank_weight_adds_the_rank_loss_to_training(corpus, tmp_path):
