@@ -60,6 +60,8 @@ class DemoClient:
                                               qos.task_profile())
         self.edit = node.create_client(MemoryEdit, f"{ns}/bitgen/memory_edit")
         self.forget = node.create_client(MemoryForget, f"{ns}/bitgen/memory_forget")
+        from rcl_interfaces.srv import SetParameters
+        self.params = node.create_client(SetParameters, f"{ns}/robot_selector/set_parameters")
 
     def _on_selection(self, msg) -> None:
         with self.cond:
@@ -84,6 +86,19 @@ class DemoClient:
         msg.header.frame_id = "operator"
         self.task_pub.publish(msg)
         return self.wait_answer(task_id, timeout)
+
+    def use_camera(self, on: bool, timeout: float) -> None:
+        """Set the selector's live `use_image` parameter. The memory edit is shown on the task's
+        words alone, so its three answers differ by the fact, not by which generated scene the
+        camera happens to show (with the "aerial" or "rubble" scene the shipped model kept the
+        grounded drone at 0.17-0.66; with the words alone at 0.015)."""
+        from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+        from rcl_interfaces.srv import SetParameters
+        value = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=on)
+        res = self.call(self.params, SetParameters.Request(parameters=[Parameter(name="use_image", value=value)]),
+                        timeout)
+        if not res.results or not res.results[0].successful:
+            raise TimeoutError(f"use_image={on} was refused: {res.results[0].reason if res.results else ''}")
 
     def call(self, client, request, timeout: float):
         if not client.wait_for_service(timeout_sec=timeout):
@@ -153,7 +168,9 @@ def run(model_dir: str, timeout: float, keep_logs: bool) -> int:
             msg = client.wait_answer(task_id, timeout)
             print(format_selection(msg, f"[{task_id}] {text}") + "\n", flush=True)
 
-        print("demo: episodic memory, edited at run time (no retraining)\n", flush=True)
+        print("demo: episodic memory, edited at run time (no retraining); the task's words alone, "
+              "camera off\n", flush=True)
+        client.use_camera(False, timeout)
         before = client.ask(AERIAL_TASK, timeout)
         print(format_selection(before, f"[before] {AERIAL_TASK}") + "\n", flush=True)
         edit = client.call(client.edit, MemoryEdit.Request(key=FACT_KEY, fact=FACT,
